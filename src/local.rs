@@ -1,0 +1,191 @@
+//! `agora local`: a master and N agents in one process.
+//!
+//! Each agent gets an equal share of the host (cpus, memory, disk, and a
+//! disjoint slice of ports 31000-32000) and its own work dir, so the cluster
+//! behaves like N machines. State lives under one `--work-dir`, so stopping
+//! and starting `agora local` again keeps the registry and the tasks.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use agora_proto::Resources;
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Flags of `agora local`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LocalArgs {
+    /// Directory for all state: the master's registry and each agent's
+    /// checkpoints and sandboxes.
+    #[arg(long, default_value = "./agora-data")]
+    pub work_dir: PathBuf,
+    /// Number of agents to run.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub agents: u16,
+    /// Address of the master (gRPC and HTTP).
+    #[arg(long, default_value = "127.0.0.1:5050")]
+    pub master_listen: SocketAddr,
+    /// HTTP port of the first agent; agent i listens on this port + i.
+    /// 0 lets the system choose every agent's port.
+    #[arg(long, default_value_t = 5051)]
+    pub agent_base_port: u16,
+}
+
+/// How to start an in-process cluster (used by `agora local` and the benchmarks).
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    pub work_dir: PathBuf,
+    pub agents: usize,
+    pub master_listen: SocketAddr,
+    /// 0: every agent binds an ephemeral port.
+    pub agent_base_port: u16,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        Self {
+            work_dir: PathBuf::from("./agora-data"),
+            agents: 2,
+            master_listen: SocketAddr::from(([127, 0, 0, 1], 5050)),
+            agent_base_port: 5051,
+        }
+    }
+}
+
+/// A running in-process cluster.
+pub struct LocalCluster {
+    master_addr: SocketAddr,
+    agent_addrs: Vec<SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl LocalCluster {
+    /// Where the master serves gRPC and HTTP.
+    pub fn master_addr(&self) -> SocketAddr {
+        self.master_addr
+    }
+
+    /// Where each agent serves HTTP.
+    #[allow(dead_code)]
+    pub fn agent_addrs(&self) -> &[SocketAddr] {
+        &self.agent_addrs
+    }
+
+    /// Stops the master and the agents (tasks keep running, as with real
+    /// agents) and waits for them.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            t.await.context("a cluster task panicked")??;
+        }
+        Ok(())
+    }
+}
+
+fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+/// One agent's share of the host: 1/n of each scalar and a disjoint slice of
+/// the ports.
+pub fn agent_share(host: &Resources, n: usize, index: usize) -> Resources {
+    let n = n.max(1);
+    let mut share = Resources::new();
+    for name in ["cpus", "mem", "disk", "gpus"] {
+        let total = host.get_scalar(name);
+        // Keep three decimals (the resolution of Resources) and never offer 0.
+        let part = ((total / n as f64) * 1000.0).floor() / 1000.0;
+        if part > 0.0 {
+            share = share.scalar(name, part);
+        }
+    }
+    let (lo, hi) = (31000u64, 32000u64);
+    let width = (hi - lo + 1) / n as u64;
+    if width > 0 {
+        let begin = lo + width * index as u64;
+        share = share.with_ranges("ports", [(begin, begin + width - 1)]);
+    }
+    share
+}
+
+/// Starts a master and `config.agents` agents on this process's runtime.
+pub async fn start(config: LocalConfig) -> anyhow::Result<LocalCluster> {
+    let (stop, stop_rx) = watch::channel(false);
+    std::fs::create_dir_all(&config.work_dir)
+        .with_context(|| format!("cannot create {}", config.work_dir.display()))?;
+    let master_listener = TcpListener::bind(config.master_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.master_listen))?;
+    let master_addr = master_listener.local_addr()?;
+    let master_config = agora_master::MasterConfig::new(master_addr, config.work_dir.join("master"));
+    let mut tasks = Vec::new();
+    let master_stop = stopped(stop_rx.clone());
+    tasks.push(tokio::spawn(async move {
+        agora_master::serve(master_config, master_listener, master_stop).await?;
+        Ok(())
+    }));
+
+    let supervisor = std::env::current_exe().context("cannot find the agora executable")?;
+    let host = agora_agent::detect_host_resources(&config.work_dir);
+    let mut agent_addrs = Vec::new();
+    for i in 0..config.agents {
+        let port = if config.agent_base_port == 0 { 0 } else { config.agent_base_port + i as u16 };
+        let listen = SocketAddr::new(master_addr.ip(), port);
+        let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        let mut agent_config = agora_agent::AgentConfig::new(
+            vec![master_addr.to_string()],
+            addr,
+            config.work_dir.join(format!("agent-{i}")),
+        );
+        agent_config.resources = Some(agent_share(&host, config.agents, i).to_string());
+        agent_config.hostname = Some(format!("localhost-{i}"));
+        agent_config.supervisor = Some(supervisor.clone());
+        let agent_stop = stopped(stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            agora_agent::run(agent_config, listener, agent_stop).await?;
+            Ok(())
+        }));
+        agent_addrs.push(addr);
+    }
+    tracing::info!(address = %master_addr, agents = ?agent_addrs, "local cluster listening");
+    Ok(LocalCluster { master_addr, agent_addrs, stop, tasks })
+}
+
+/// `agora local`: runs until `shutdown` resolves.
+pub async fn run(args: LocalArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let cluster = start(LocalConfig {
+        work_dir: args.work_dir,
+        agents: args.agents as usize,
+        master_listen: args.master_listen,
+        agent_base_port: args.agent_base_port,
+    })
+    .await?;
+    println!("Agora is running: master at http://{}  (try: agora state)", cluster.master_addr());
+    shutdown.await;
+    cluster.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_shares_split_the_host_and_never_overlap_ports() {
+        let host = Resources::parse("cpus:2;mem:8000;disk:1000").expect("valid");
+        let a = agent_share(&host, 2, 0);
+        let b = agent_share(&host, 2, 1);
+        assert_eq!(a.get_scalar("cpus"), 1.0);
+        assert_eq!(b.get_scalar("mem"), 4000.0);
+        let pa = a.get_ranges("ports");
+        let pb = b.get_ranges("ports");
+        assert_eq!(pa.len(), 500);
+        assert!(pa.difference(&pb) == pa, "port slices overlap: {pa} {pb}");
+    }
+}

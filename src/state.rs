@@ -1,0 +1,138 @@
+//! `agora state`: a readable summary of a master's `/state`.
+
+use std::fmt::Write as _;
+
+use anyhow::Context;
+use serde_json::Value;
+
+/// Flags of `agora state`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StateArgs {
+    /// The master's address (host:port).
+    #[arg(long, default_value = "127.0.0.1:5050", env = "AGORA_MASTER")]
+    pub master: String,
+    /// Print the raw JSON instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(args: StateArgs) -> anyhow::Result<()> {
+    let url = format!("http://{}/state", args.master);
+    let state: Value = reqwest::get(&url)
+        .await
+        .with_context(|| format!("cannot reach the master at {url}"))?
+        .error_for_status()
+        .with_context(|| format!("{url} answered with an error"))?
+        .json()
+        .await
+        .with_context(|| format!("{url} did not answer JSON"))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&state)?);
+    } else {
+        print!("{}", render(&state));
+    }
+    Ok(())
+}
+
+fn text(v: &Value, key: &str) -> String {
+    match v.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => "-".to_owned(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn num(v: &Value, key: &str) -> f64 {
+    v.get(key).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+fn list<'a>(v: &'a Value, key: &str) -> &'a [Value] {
+    v.get(key).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
+}
+
+/// `used/total` for one scalar of an agent.
+fn usage(agent: &Value, name: &str) -> String {
+    let used = agent.get("used").map(|u| num(u, name)).unwrap_or(0.0);
+    let total = agent.get("resources").map(|r| num(r, name)).unwrap_or(0.0);
+    format!("{}/{}", trim(used), trim(total))
+}
+
+fn trim(x: f64) -> String {
+    let s = format!("{x:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// Renders the master's state as three tables.
+pub fn render(state: &Value) -> String {
+    let mut out = String::new();
+    let agents = list(state, "agents");
+    let frameworks = list(state, "frameworks");
+    let tasks = list(state, "tasks");
+    let _ = writeln!(out, "master {}", text(state, "master_id"));
+    let _ = writeln!(out, "\nAGENTS ({})", agents.len());
+    let _ = writeln!(out, "  {:<40} {:<16} {:<12} {:>11} {:>15} {:>13}", "ID", "HOSTNAME", "STATUS", "CPUS", "MEM (MiB)", "DISK (MiB)");
+    for a in agents {
+        let _ = writeln!(
+            out,
+            "  {:<40} {:<16} {:<12} {:>11} {:>15} {:>13}",
+            text(a, "id"),
+            text(a, "hostname"),
+            text(a, "status"),
+            usage(a, "cpus"),
+            usage(a, "mem"),
+            usage(a, "disk"),
+        );
+    }
+    let _ = writeln!(out, "\nFRAMEWORKS ({})", frameworks.len());
+    let _ = writeln!(out, "  {:<40} {:<20} {:<12} {:>6}", "ID", "NAME", "STATUS", "TASKS");
+    for f in frameworks {
+        let _ = writeln!(
+            out,
+            "  {:<40} {:<20} {:<12} {:>6}",
+            text(f, "id"),
+            text(f, "name"),
+            text(f, "status"),
+            text(f, "task_count"),
+        );
+    }
+    let _ = writeln!(out, "\nTASKS ({})", tasks.len());
+    let _ = writeln!(out, "  {:<30} {:<18} {:<40} {}", "ID", "STATE", "AGENT", "FRAMEWORK");
+    for t in tasks {
+        let _ = writeln!(
+            out,
+            "  {:<30} {:<18} {:<40} {}",
+            text(t, "id"),
+            text(t, "state"),
+            text(t, "agent_id"),
+            text(t, "framework_id"),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_agents_with_used_over_total() {
+        let state = serde_json::json!({
+            "master_id": "m1",
+            "agents": [{"id": "agent-1", "hostname": "h", "status": "active",
+                        "resources": {"cpus": 4.0, "mem": 1024.0}, "used": {"cpus": 1.5}}],
+            "frameworks": [{"id": "fw-1", "name": "batch", "status": "connected", "task_count": 3}],
+            "tasks": [{"id": "t1", "state": "TASK_RUNNING", "agent_id": "agent-1", "framework_id": "fw-1"}]
+        });
+        let out = render(&state);
+        assert!(out.contains("1.5/4"), "{out}");
+        assert!(out.contains("0/1024"), "{out}");
+        assert!(out.contains("TASK_RUNNING"), "{out}");
+        assert!(out.contains("FRAMEWORKS (1)"), "{out}");
+    }
+
+    #[test]
+    fn tolerates_missing_sections() {
+        let out = render(&serde_json::json!({}));
+        assert!(out.contains("AGENTS (0)"));
+    }
+}

@@ -1,0 +1,13 @@
+//! End-to-end tests: the real `agora` binary, real gRPC on loopback, real
+//! task processes. Each test starts its own master and agents in its own
+//! directory on ephemeral ports, so tests run in parallel.
+
+mod harness;
+
+mod accept;
+mod bad_input;
+mod cli;
+mod failover;
+mod launch;
+mod offers;
+mod recovery;
