@@ -86,10 +86,8 @@ impl LocalCluster {
     }
 }
 
-fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = rx.wait_for(|s| *s).await;
-    }
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
 }
 
 /// One agent's share of the host: 1/n of each scalar and a disjoint slice of
@@ -135,9 +133,15 @@ pub async fn start(config: LocalConfig) -> anyhow::Result<LocalCluster> {
     let host = agora_agent::detect_host_resources(&config.work_dir);
     let mut agent_addrs = Vec::new();
     for i in 0..config.agents {
-        let port = if config.agent_base_port == 0 { 0 } else { config.agent_base_port + i as u16 };
+        let port = if config.agent_base_port == 0 {
+            0
+        } else {
+            config.agent_base_port + i as u16
+        };
         let listen = SocketAddr::new(master_addr.ip(), port);
-        let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
         let mut agent_config = agora_agent::AgentConfig::new(
             vec![master_addr.to_string()],
@@ -155,7 +159,12 @@ pub async fn start(config: LocalConfig) -> anyhow::Result<LocalCluster> {
         agent_addrs.push(addr);
     }
     tracing::info!(address = %master_addr, agents = ?agent_addrs, "local cluster listening");
-    Ok(LocalCluster { master_addr, agent_addrs, stop, tasks })
+    Ok(LocalCluster {
+        master_addr,
+        agent_addrs,
+        stop,
+        tasks,
+    })
 }
 
 /// `agora local`: runs until `shutdown` resolves.
@@ -167,7 +176,10 @@ pub async fn run(args: LocalArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         agent_base_port: args.agent_base_port,
     })
     .await?;
-    println!("Agora is running: master at http://{}  (try: agora state)", cluster.master_addr());
+    println!(
+        "Agora is running: master at http://{}  (try: agora state)",
+        cluster.master_addr()
+    );
     shutdown.await;
     cluster.shutdown().await
 }

@@ -71,7 +71,9 @@ enum BenchCommand {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -113,7 +115,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Agent(mut config) => {
             if config.supervisor.is_none() {
-                config.supervisor = Some(std::env::current_exe().context("cannot find the agora executable")?);
+                config.supervisor =
+                    Some(std::env::current_exe().context("cannot find the agora executable")?);
             }
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await

@@ -47,7 +47,10 @@ fn num(v: &Value, key: &str) -> f64 {
 }
 
 fn list<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
 }
 
 /// `used/total` for one scalar of an agent.
@@ -70,7 +73,11 @@ pub fn render(state: &Value) -> String {
     let tasks = list(state, "tasks");
     let _ = writeln!(out, "master {}", text(state, "master_id"));
     let _ = writeln!(out, "\nAGENTS ({})", agents.len());
-    let _ = writeln!(out, "  {:<40} {:<16} {:<12} {:>11} {:>15} {:>13}", "ID", "HOSTNAME", "STATUS", "CPUS", "MEM (MiB)", "DISK (MiB)");
+    let _ = writeln!(
+        out,
+        "  {:<40} {:<16} {:<12} {:>11} {:>15} {:>13}",
+        "ID", "HOSTNAME", "STATUS", "CPUS", "MEM (MiB)", "DISK (MiB)"
+    );
     for a in agents {
         let _ = writeln!(
             out,
@@ -84,7 +91,11 @@ pub fn render(state: &Value) -> String {
         );
     }
     let _ = writeln!(out, "\nFRAMEWORKS ({})", frameworks.len());
-    let _ = writeln!(out, "  {:<40} {:<20} {:<12} {:>6}", "ID", "NAME", "STATUS", "TASKS");
+    let _ = writeln!(
+        out,
+        "  {:<40} {:<20} {:<12} {:>6}",
+        "ID", "NAME", "STATUS", "TASKS"
+    );
     for f in frameworks {
         let _ = writeln!(
             out,
@@ -96,7 +107,7 @@ pub fn render(state: &Value) -> String {
         );
     }
     let _ = writeln!(out, "\nTASKS ({})", tasks.len());
-    let _ = writeln!(out, "  {:<30} {:<18} {:<40} {}", "ID", "STATE", "AGENT", "FRAMEWORK");
+    let _ = writeln!(out, "  {:<30} {:<18} {:<40} FRAMEWORK", "ID", "STATE", "AGENT");
     for t in tasks {
         let _ = writeln!(
             out,

@@ -100,7 +100,12 @@ impl WorkDir {
     }
 
     /// Writes (replaces) a task's checkpoint.
-    pub(crate) fn save(&self, framework_id: &str, task_id: &str, checkpoint: &TaskCheckpoint) -> io::Result<()> {
+    pub(crate) fn save(
+        &self,
+        framework_id: &str,
+        task_id: &str,
+        checkpoint: &TaskCheckpoint,
+    ) -> io::Result<()> {
         let path = self.checkpoint_path(framework_id, task_id);
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)?;
@@ -141,13 +146,17 @@ impl WorkDir {
                 if path.extension().and_then(|e| e.to_str()) != Some(CHECKPOINT_EXT) {
                     continue;
                 }
-                let decoded = fs::read(&path).map_err(|e| e.to_string()).and_then(|bytes| {
-                    TaskCheckpoint::decode(bytes.as_slice()).map_err(|e| e.to_string())
-                });
+                let decoded = fs::read(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|bytes| TaskCheckpoint::decode(bytes.as_slice()).map_err(|e| e.to_string()));
                 match decoded {
                     Ok(checkpoint) if checkpoint.task.is_some() => out.push(checkpoint),
-                    Ok(_) => tracing::error!(path = %path.display(), "task checkpoint without a task; skipped"),
-                    Err(err) => tracing::error!(path = %path.display(), %err, "unreadable task checkpoint; skipped"),
+                    Ok(_) => {
+                        tracing::error!(path = %path.display(), "task checkpoint without a task; skipped")
+                    }
+                    Err(err) => {
+                        tracing::error!(path = %path.display(), %err, "unreadable task checkpoint; skipped")
+                    }
                 }
             }
         }
@@ -161,13 +170,28 @@ mod tests {
 
     fn checkpoint(task_id: &str) -> TaskCheckpoint {
         TaskCheckpoint {
-            framework: Some(v1::FrameworkInfo { id: "fw".into(), name: "f".into(), ..Default::default() }),
-            task: Some(v1::TaskInfo { task_id: task_id.into(), name: "n".into(), ..Default::default() }),
+            framework: Some(v1::FrameworkInfo {
+                id: "fw".into(),
+                name: "f".into(),
+                ..Default::default()
+            }),
+            task: Some(v1::TaskInfo {
+                task_id: task_id.into(),
+                name: "n".into(),
+                ..Default::default()
+            }),
             sandbox: "/sb".into(),
             supervisor_pid: 42,
             supervisor_start_time: 7,
-            latest: Some(v1::TaskStatus { task_id: task_id.into(), state: 3, ..Default::default() }),
-            pending: vec![v1::TaskStatus { uuid: vec![1; 16], ..Default::default() }],
+            latest: Some(v1::TaskStatus {
+                task_id: task_id.into(),
+                state: 3,
+                ..Default::default()
+            }),
+            pending: vec![v1::TaskStatus {
+                uuid: vec![1; 16],
+                ..Default::default()
+            }],
             killing: true,
         }
     }
@@ -179,7 +203,7 @@ mod tests {
         work.save("fw", "web.1", &checkpoint("web.1")).unwrap();
         work.save("fw", "web.2", &checkpoint("web.2")).unwrap();
         let mut loaded = work.load_all().unwrap();
-        loaded.sort_by(|a, b| a.sandbox.cmp(&b.sandbox).then(a.task.clone().unwrap().task_id.cmp(&b.task.clone().unwrap().task_id)));
+        loaded.sort_by_key(|c| c.task.as_ref().map(|t| t.task_id.clone()));
         assert_eq!(loaded, vec![checkpoint("web.1"), checkpoint("web.2")]);
         work.remove("fw", "web.1").unwrap();
         work.remove("fw", "web.1").unwrap();

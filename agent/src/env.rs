@@ -46,7 +46,10 @@ pub(crate) fn task_ports(task: &v1::TaskInfo) -> Vec<u64> {
 pub(crate) fn task_environment(ctx: &TaskEnvContext<'_>) -> Vec<(String, String)> {
     let sandbox = ctx.sandbox.display().to_string();
     let mut env = vec![
-        ("PATH".to_owned(), ctx.path.clone().unwrap_or_else(|| DEFAULT_PATH.to_owned())),
+        (
+            "PATH".to_owned(),
+            ctx.path.clone().unwrap_or_else(|| DEFAULT_PATH.to_owned()),
+        ),
         ("AGORA_TASK_ID".to_owned(), ctx.task.task_id.clone()),
         ("AGORA_FRAMEWORK_ID".to_owned(), ctx.framework_id.to_owned()),
         ("AGORA_AGENT_ID".to_owned(), ctx.agent_id.to_owned()),
@@ -58,7 +61,12 @@ pub(crate) fn task_environment(ctx: &TaskEnvContext<'_>) -> Vec<(String, String)
     if let Some(first) = ports.first() {
         env.push(("PORT".to_owned(), first.to_string()));
     }
-    env.extend(ports.iter().enumerate().map(|(i, p)| (format!("PORT{i}"), p.to_string())));
+    env.extend(
+        ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (format!("PORT{i}"), p.to_string())),
+    );
     if let Some(command) = &ctx.task.command {
         for var in &command.environment {
             if var.name.is_empty() || var.name.contains('=') || var.name.contains('\0') {
@@ -80,7 +88,10 @@ mod tests {
         v1::Resource {
             name: "ports".into(),
             value: Some(v1::resource::Value::Ranges(v1::Ranges {
-                range: ranges.iter().map(|&(begin, end)| v1::Range { begin, end }).collect(),
+                range: ranges
+                    .iter()
+                    .map(|&(begin, end)| v1::Range { begin, end })
+                    .collect(),
             })),
             role: String::new(),
         }
@@ -93,7 +104,10 @@ mod tests {
             command: Some(v1::CommandInfo {
                 environment: env
                     .iter()
-                    .map(|(n, v)| v1::EnvironmentVariable { name: n.to_string(), value: v.to_string() })
+                    .map(|(n, v)| v1::EnvironmentVariable {
+                        name: n.to_string(),
+                        value: v.to_string(),
+                    })
                     .collect(),
                 ..Default::default()
             }),
@@ -148,7 +162,10 @@ mod tests {
 
     #[test]
     fn task_environment_overrides_and_bad_names_are_skipped() {
-        let env = env_of(&task(vec![], &[("HOST", "mine"), ("A=B", "x"), ("GREETING", "hi")]));
+        let env = env_of(&task(
+            vec![],
+            &[("HOST", "mine"), ("A=B", "x"), ("GREETING", "hi")],
+        ));
         assert_eq!(get(&env, "HOST"), Some("mine"));
         assert_eq!(get(&env, "GREETING"), Some("hi"));
         assert_eq!(env.iter().filter(|(n, _)| n == "HOST").count(), 1);

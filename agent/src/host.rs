@@ -47,7 +47,10 @@ pub(crate) fn parse_attributes(text: &str) -> Result<Vec<v1::Attribute>, Attribu
 
 /// The agent's total resources: `text` parsed, with any of cpus/mem/disk/ports
 /// that it does not name taken from `detected`.
-pub(crate) fn resolve_resources(text: Option<&str>, detected: &Resources) -> Result<Resources, ResourceError> {
+pub(crate) fn resolve_resources(
+    text: Option<&str>,
+    detected: &Resources,
+) -> Result<Resources, ResourceError> {
     let mut resources = match text {
         Some(text) => Resources::parse(text)?,
         None => Resources::new(),
@@ -111,7 +114,10 @@ mod tests {
     #[test]
     fn attributes_parse_in_order_and_trim() {
         let attrs = parse_attributes(" rack:a ; zone:eu;").unwrap();
-        let pairs: Vec<_> = attrs.iter().map(|a| (a.name.as_str(), a.value.as_str())).collect();
+        let pairs: Vec<_> = attrs
+            .iter()
+            .map(|a| (a.name.as_str(), a.value.as_str()))
+            .collect();
         assert_eq!(pairs, [("rack", "a"), ("zone", "eu")]);
     }
 
@@ -121,7 +127,10 @@ mod tests {
             parse_attributes("rack"),
             Err(AttributeError::NotNameValue("rack".into()))
         );
-        assert_eq!(parse_attributes(":a"), Err(AttributeError::EmptyName(":a".into())));
+        assert_eq!(
+            parse_attributes(":a"),
+            Err(AttributeError::EmptyName(":a".into()))
+        );
     }
 
     #[test]

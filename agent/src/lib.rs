@@ -1,1 +1,208 @@
-//! placeholder
+//! The Agora agent: offers this machine's resources to the master and runs
+//! the tasks the master sends.
+//!
+//! - [`run`] is the agent: resource detection ([`detect_host_resources`]),
+//!   the connection to the master (register, re-register, heartbeats), the
+//!   process containerizer, checkpoints in `--work-dir`, the status-update
+//!   retry queue, and HTTP `/health`, `/state`, `/tasks/{id}/sandbox`.
+//! - [`supervisor`] is the small program each task runs under
+//!   (`agora supervise`), which records the task's exit status in its sandbox.
+//!
+//! Architecture invariants: every status update is checkpointed before it is
+//! sent, and stays queued until acknowledged. Tasks never run as children of
+//! the agent directly, so the agent can restart (or be SIGKILLed) without
+//! killing them; stopping the agent never kills tasks.
+//!
+//! Files: `work_dir/agent_id`, `work_dir/meta/tasks/<framework>/<task>.checkpoint`,
+//! and each run's sandbox `work_dir/sandboxes/<framework>/<task>/<run>/`
+//! holding `stdout`, `stderr` and `.agora/` (`task.pid`, `exit_status.json`,
+//! `supervisor.log`, and `messages`: a mailbox where each framework message
+//! for the task is appended as one line, for the task to read).
+#![forbid(unsafe_code)]
+
+mod agent;
+mod checkpoint;
+mod containerizer;
+mod env;
+mod host;
+mod http;
+mod link;
+pub mod supervisor;
+mod updates;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_proto::resources::ResourceError;
+use tokio::sync::mpsc;
+
+pub use host::{AttributeError, detect_host_resources};
+
+use crate::agent::{Agent, AgentSettings, Command};
+use crate::checkpoint::WorkDir;
+use crate::containerizer::ProcessContainerizer;
+
+/// Flags of `agora agent`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentConfig {
+    /// Master address(es): host:port[,host:port...]; the agent tries them in turn with backoff.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub master: Vec<String>,
+    /// Address to serve HTTP (/health, /state) on.
+    #[arg(long, default_value = "127.0.0.1:5051")]
+    pub listen: SocketAddr,
+    /// Directory for the agent id, task checkpoints and sandboxes.
+    #[arg(long, default_value = "./agora-data/agent")]
+    pub work_dir: PathBuf,
+    /// Resources to offer, e.g. 'cpus:4;mem:8192;disk:20000;ports:[31000-32000]'; what is
+    /// missing is detected (ports default 31000-32000).
+    #[arg(long)]
+    pub resources: Option<String>,
+    /// Attributes, e.g. 'rack:a;zone:eu'.
+    #[arg(long)]
+    pub attributes: Option<String>,
+    /// Hostname reported to the master (default: the machine's).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Resend an unacknowledged status update after this long (doubling up to 10x, capped at 10 min).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub status_update_retry: Duration,
+    /// Default SIGTERM->SIGKILL grace period when the task has no kill policy.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub kill_grace_period: Duration,
+    /// Program used to supervise tasks (`<supervisor> supervise ...`); default: the current executable.
+    #[arg(long)]
+    pub supervisor: Option<PathBuf>,
+}
+
+impl AgentConfig {
+    /// A configuration with the flags' defaults.
+    pub fn new(master: Vec<String>, listen: SocketAddr, work_dir: PathBuf) -> Self {
+        Self {
+            master,
+            listen,
+            work_dir,
+            resources: None,
+            attributes: None,
+            hostname: None,
+            status_update_retry: Duration::from_secs(10),
+            kill_grace_period: Duration::from_secs(3),
+            supervisor: None,
+        }
+    }
+}
+
+/// Why the agent could not start or keep serving.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// `--master` named no address.
+    #[error("no master address given")]
+    NoMaster,
+    /// `--resources` is not valid.
+    #[error("invalid --resources: {0}")]
+    Resources(#[from] ResourceError),
+    /// `--attributes` is not valid.
+    #[error("invalid --attributes: {0}")]
+    Attributes(#[from] AttributeError),
+    /// The work directory or its checkpoints cannot be used.
+    #[error("work dir {0}: {1}")]
+    WorkDir(PathBuf, io::Error),
+    /// No supervisor program given and the current executable is unknown.
+    #[error("cannot find the supervisor program (current executable): {0}")]
+    Supervisor(io::Error),
+    /// The HTTP listener failed.
+    #[error("http server: {0}")]
+    Http(io::Error),
+}
+
+/// Runs the agent until `shutdown` completes: serves HTTP on `listener`, keeps
+/// registered with a master, runs and watches tasks. Shutdown stops the agent's
+/// own loops and HTTP server but leaves tasks running: a restarted agent with the
+/// same work dir re-attaches to them.
+pub async fn run(
+    config: AgentConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    let masters: Vec<String> = config
+        .master
+        .iter()
+        .map(|m| m.trim().to_owned())
+        .filter(|m| !m.is_empty())
+        .collect();
+    if masters.is_empty() {
+        return Err(AgentError::NoMaster);
+    }
+    let attributes = host::parse_attributes(config.attributes.as_deref().unwrap_or(""))?;
+    let work_err = |e| AgentError::WorkDir(config.work_dir.clone(), e);
+    std::fs::create_dir_all(&config.work_dir).map_err(work_err)?;
+    let detected = detect_host_resources(&config.work_dir);
+    let resources = host::resolve_resources(config.resources.as_deref(), &detected)?;
+    let hostname = match &config.hostname {
+        Some(h) => h.clone(),
+        None => hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "localhost".to_owned()),
+    };
+    let supervisor = match &config.supervisor {
+        Some(path) => path.clone(),
+        None => std::env::current_exe().map_err(AgentError::Supervisor)?,
+    };
+    let http_address = listener.local_addr().map_err(AgentError::Http)?;
+
+    let work = WorkDir::new(config.work_dir.clone());
+    let agent_id = work.load_agent_id().map_err(work_err)?;
+    let checkpoints = work.load_all().map_err(work_err)?;
+    tracing::info!(
+        root = %work.root().display(), ?agent_id, tasks = checkpoints.len(), %resources, %http_address,
+        "agent starting"
+    );
+
+    let settings = AgentSettings {
+        hostname,
+        resources,
+        attributes,
+        http_address: http_address.to_string(),
+        status_update_retry: config.status_update_retry,
+        kill_grace_period: config.kill_grace_period,
+    };
+    let (commands, command_rx) = mpsc::unbounded_channel();
+    let (events, event_rx) = mpsc::unbounded_channel();
+    let containerizer = Arc::new(ProcessContainerizer::new(supervisor));
+    let mut agent = Agent::new(settings, work, containerizer, agent_id, events);
+    agent.recover(checkpoints);
+    let actor = tokio::spawn(agent.run(command_rx, event_rx));
+    let link = tokio::spawn(link::maintain(masters, commands.clone()));
+
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut http = tokio::spawn(
+        axum::serve(listener, http::router(commands.clone()))
+            .with_graceful_shutdown(async {
+                let _ = http_stopped.await;
+            })
+            .into_future(),
+    );
+
+    let result = tokio::select! {
+        () = shutdown => Ok(()),
+        served = &mut http => match served {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(AgentError::Http(err)),
+            Err(join) => Err(AgentError::Http(io::Error::other(join))),
+        },
+    };
+    tracing::info!("agent shutting down (tasks keep running)");
+    link.abort();
+    let _ = stop_http.send(());
+    let _ = commands.send(Command::Shutdown);
+    let _ = actor.await;
+    if !http.is_finished() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut http).await;
+        http.abort();
+    }
+    result
+}

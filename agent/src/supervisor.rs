@@ -134,7 +134,10 @@ fn record_json(record: &ExitRecord) -> io::Result<Vec<u8>> {
 /// of the directory. Readers see the old contents or the new, never a part.
 pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
     {
         let mut file = File::create(&tmp)?;
@@ -151,10 +154,22 @@ mod tests {
 
     #[test]
     fn exit_records_use_the_documented_json() {
-        assert_eq!(serde_json::to_string(&ExitRecord::ExitCode(3)).unwrap(), r#"{"exit_code":3}"#);
-        assert_eq!(serde_json::to_string(&ExitRecord::Signal(9)).unwrap(), r#"{"signal":9}"#);
-        assert_eq!(ExitRecord::parse(r#"{"exit_code": 0}"#).unwrap(), ExitRecord::ExitCode(0));
-        assert_eq!(ExitRecord::parse(r#"{"signal": 15}"#).unwrap(), ExitRecord::Signal(15));
+        assert_eq!(
+            serde_json::to_string(&ExitRecord::ExitCode(3)).unwrap(),
+            r#"{"exit_code":3}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ExitRecord::Signal(9)).unwrap(),
+            r#"{"signal":9}"#
+        );
+        assert_eq!(
+            ExitRecord::parse(r#"{"exit_code": 0}"#).unwrap(),
+            ExitRecord::ExitCode(0)
+        );
+        assert_eq!(
+            ExitRecord::parse(r#"{"signal": 15}"#).unwrap(),
+            ExitRecord::Signal(15)
+        );
     }
 
     #[test]

@@ -204,6 +204,9 @@ mod tests {
         q.ack(&[1; 16]);
         assert!(q.is_due(Instant::now()));
         q.mark_sent(Instant::now());
-        assert_eq!(q.due_at().unwrap().unwrap() - Instant::now(), Duration::from_secs(10));
+        assert_eq!(
+            q.due_at().unwrap().unwrap() - Instant::now(),
+            Duration::from_secs(10)
+        );
     }
 }

@@ -173,7 +173,11 @@ impl Allocator {
     /// Stops offers for `roles` (empty: all of the framework's roles).
     pub fn suppress(&mut self, framework: &FrameworkId, roles: &[String]) {
         if let Some(slot) = self.frameworks.get_mut(framework) {
-            let roles = if roles.is_empty() { slot.roles.clone() } else { roles.to_vec() };
+            let roles = if roles.is_empty() {
+                slot.roles.clone()
+            } else {
+                roles.to_vec()
+            };
             slot.suppressed.extend(roles);
         }
     }
@@ -212,12 +216,12 @@ impl Allocator {
     /// Returns offered resources to the pool (decline, rescind, the unused
     /// rest of an accept).
     pub fn recover(&mut self, framework: &FrameworkId, agent: &AgentId, resources: &Resources) {
-        if let Some(slot) = self.agents.get_mut(agent) {
-            if let Some(offered) = slot.offered.get_mut(framework) {
-                *offered = offered.saturating_sub(resources);
-                if offered.is_empty() {
-                    slot.offered.remove(framework);
-                }
+        if let Some(slot) = self.agents.get_mut(agent)
+            && let Some(offered) = slot.offered.get_mut(framework)
+        {
+            *offered = offered.saturating_sub(resources);
+            if offered.is_empty() {
+                slot.offered.remove(framework);
             }
         }
     }
@@ -238,12 +242,12 @@ impl Allocator {
 
     /// Returns used resources to the pool: a task ended.
     pub fn release(&mut self, framework: &FrameworkId, agent: &AgentId, resources: &Resources) {
-        if let Some(slot) = self.agents.get_mut(agent) {
-            if let Some(used) = slot.used.get_mut(framework) {
-                *used = used.saturating_sub(resources);
-                if used.is_empty() {
-                    slot.used.remove(framework);
-                }
+        if let Some(slot) = self.agents.get_mut(agent)
+            && let Some(used) = slot.used.get_mut(framework)
+        {
+            *used = used.saturating_sub(resources);
+            if used.is_empty() {
+                slot.used.remove(framework);
             }
         }
     }
@@ -281,7 +285,10 @@ impl Allocator {
     pub fn allocated(&self, framework: &FrameworkId) -> Resources {
         let mut out = Resources::new();
         for slot in self.agents.values() {
-            for r in [slot.used.get(framework), slot.offered.get(framework)].into_iter().flatten() {
+            for r in [slot.used.get(framework), slot.offered.get(framework)]
+                .into_iter()
+                .flatten()
+            {
                 out.add(r);
             }
         }
@@ -317,7 +324,9 @@ impl Allocator {
         let mut out = Vec::new();
         let agent_ids: Vec<AgentId> = self.agents.keys().cloned().collect();
         for agent in agent_ids {
-            let Some(slot) = self.agents.get(&agent) else { continue };
+            let Some(slot) = self.agents.get(&agent) else {
+                continue;
+            };
             let mut free = slot.free();
             if free.is_empty() {
                 continue;
@@ -494,7 +503,11 @@ mod tests {
         active_framework(&mut a, fw(1));
         let out = a.allocate(Instant::now());
         a.launch(&fw(1), &agent(1), &res("cpus:3"));
-        a.recover(&fw(1), &agent(1), &out[0].resources.saturating_sub(&res("cpus:3")));
+        a.recover(
+            &fw(1),
+            &agent(1),
+            &out[0].resources.saturating_sub(&res("cpus:3")),
+        );
         assert_eq!(a.allocate(Instant::now())[0].resources, res("cpus:1"));
         a.release(&fw(1), &agent(1), &res("cpus:3"));
         assert_eq!(a.allocate(Instant::now())[0].resources, res("cpus:3"));

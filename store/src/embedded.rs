@@ -49,7 +49,7 @@ impl Store for EmbeddedStore {
         }))
     }
 
-    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<(String, Vec<u8>)>, StoreError>> {
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<crate::Entries, StoreError>> {
         let prefix = prefix.to_owned();
         Box::pin(self.blocking(move |db| {
             let tx = db.begin_read().map_err(io)?;

@@ -50,12 +50,15 @@ impl Write {
     }
 }
 
+/// Keys under a prefix with their values, in key order.
+pub type Entries = Vec<(String, Vec<u8>)>;
+
 /// A durable key-value store.
 pub trait Store: Send + Sync + 'static {
     /// The value under `key`, if any.
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>>;
     /// Every key starting with `prefix`, in key order, with its value.
-    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<(String, Vec<u8>)>, StoreError>>;
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Entries, StoreError>>;
     /// Applies a batch atomically and durably: when this returns `Ok`, the
     /// batch survives a crash.
     fn write(&self, batch: Vec<Write>) -> BoxFuture<'_, Result<(), StoreError>>;

@@ -24,7 +24,7 @@ impl Store for MemoryStore {
         Box::pin(async move { Ok(self.map.lock().await.get(key).cloned()) })
     }
 
-    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<(String, Vec<u8>)>, StoreError>> {
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<crate::Entries, StoreError>> {
         Box::pin(async move {
             let map = self.map.lock().await;
             Ok(map

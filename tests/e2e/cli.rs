@@ -32,16 +32,23 @@ async fn agora_local_runs_a_master_and_two_agents_with_disjoint_ports() {
         if agents.len() == 2 {
             break agents;
         }
-        assert!(tokio::time::Instant::now() < deadline, "agents never registered: {state:#}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "agents never registered: {state:#}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    let ports: Vec<String> = agents.iter().map(|a| a["resources"]["ports"].to_string()).collect();
+    let ports: Vec<String> = agents
+        .iter()
+        .map(|a| a["resources"]["ports"].to_string())
+        .collect();
     assert_ne!(ports[0], ports[1], "both agents offer the same ports");
 
     // And it runs tasks.
     let mut fw = Framework::subscribe(local.addr, framework_info("e2e", 0.0)).await;
     let offers = fw.offers().await;
-    fw.launch(&[&offers[0]], vec![shell_task("t1", "true", 0.1, 16.0)]).await;
+    fw.launch(&[&offers[0]], vec![shell_task("t1", "true", 0.1, 16.0)])
+        .await;
     fw.update("t1", TaskState::Finished).await;
     drop(fw);
     drop(local);
@@ -56,7 +63,11 @@ async fn agora_state_summarises_agents_frameworks_and_tasks() {
     cluster.wait_agents(1).await;
     let mut fw = Framework::subscribe(cluster.master.addr, framework_info("summary-fw", 0.0)).await;
     let offers = fw.offers().await;
-    fw.launch(&[&offers[0]], vec![shell_task("shown", "exec sleep 300", 0.5, 64.0)]).await;
+    fw.launch(
+        &[&offers[0]],
+        vec![shell_task("shown", "exec sleep 300", 0.5, 64.0)],
+    )
+    .await;
     fw.update("shown", TaskState::Running).await;
 
     let out = Command::new(agora_bin())
@@ -73,7 +84,10 @@ async fn agora_state_summarises_agents_frameworks_and_tasks() {
 
 #[test]
 fn agora_state_against_no_master_fails_with_a_clear_message() {
-    let out = Command::new(agora_bin()).args(["state", "--master", "127.0.0.1:1"]).output().expect("run");
+    let out = Command::new(agora_bin())
+        .args(["state", "--master", "127.0.0.1:1"])
+        .output()
+        .expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot reach the master"), "{err}");
@@ -82,16 +96,34 @@ fn agora_state_against_no_master_fails_with_a_clear_message() {
 #[test]
 fn every_command_documents_its_flags() {
     for (cmd, flags) in [
-        ("master", &["--listen", "--work-dir", "--agent-timeout", "--offer-timeout"][..]),
-        ("agent", &["--master", "--listen", "--work-dir", "--resources", "--attributes"][..]),
+        (
+            "master",
+            &["--listen", "--work-dir", "--agent-timeout", "--offer-timeout"][..],
+        ),
+        (
+            "agent",
+            &[
+                "--master",
+                "--listen",
+                "--work-dir",
+                "--resources",
+                "--attributes",
+            ][..],
+        ),
         ("local", &["--work-dir", "--agents"][..]),
         ("state", &["--master"][..]),
     ] {
-        let out = Command::new(agora_bin()).args([cmd, "--help"]).output().expect("run");
+        let out = Command::new(agora_bin())
+            .args([cmd, "--help"])
+            .output()
+            .expect("run");
         assert!(out.status.success(), "{cmd} --help failed");
         let text = String::from_utf8_lossy(&out.stdout);
         for f in flags {
-            assert!(text.contains(f), "`agora {cmd} --help` does not document {f}:\n{text}");
+            assert!(
+                text.contains(f),
+                "`agora {cmd} --help` does not document {f}:\n{text}"
+            );
         }
     }
 }
@@ -100,7 +132,15 @@ fn every_command_documents_its_flags() {
 fn bad_flags_are_refused_before_anything_starts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = Command::new(agora_bin())
-        .args(["agent", "--master", "127.0.0.1:1", "--listen", "127.0.0.1:0", "--resources", "cpus:lots"])
+        .args([
+            "agent",
+            "--master",
+            "127.0.0.1:1",
+            "--listen",
+            "127.0.0.1:0",
+            "--resources",
+            "cpus:lots",
+        ])
         .arg("--work-dir")
         .arg(dir.path())
         .output()

@@ -12,7 +12,11 @@ async fn a_framework_that_resubscribes_in_time_keeps_its_tasks() {
     let cluster = Cluster::start(ClusterSpec::default()).await;
     let mut fw = Framework::subscribe(cluster.master.addr, framework_info("e2e", 60.0)).await;
     let offers = fw.offers().await;
-    fw.launch(&[&offers[0]], vec![shell_task("t1", "echo $$ > pid; exec sleep 300", 0.1, 32.0)]).await;
+    fw.launch(
+        &[&offers[0]],
+        vec![shell_task("t1", "echo $$ > pid; exec sleep 300", 0.1, 32.0)],
+    )
+    .await;
     fw.update("t1", TaskState::Running).await;
     let pid = task_pid(&cluster, "t1").await;
     let id = fw.id.clone();
@@ -34,7 +38,11 @@ async fn a_framework_that_misses_its_failover_timeout_loses_its_tasks() {
     let cluster = Cluster::start(ClusterSpec::default()).await;
     let mut fw = Framework::subscribe(cluster.master.addr, framework_info("e2e", 1.0)).await;
     let offers = fw.offers().await;
-    fw.launch(&[&offers[0]], vec![shell_task("t1", "echo $$ > pid; exec sleep 300", 0.1, 32.0)]).await;
+    fw.launch(
+        &[&offers[0]],
+        vec![shell_task("t1", "echo $$ > pid; exec sleep 300", 0.1, 32.0)],
+    )
+    .await;
     fw.update("t1", TaskState::Running).await;
     let pid = task_pid(&cluster, "t1").await;
     let id = fw.id.clone();
@@ -42,27 +50,50 @@ async fn a_framework_that_misses_its_failover_timeout_loses_its_tasks() {
 
     let deadline = tokio::time::Instant::now() + SOON;
     while pid_alive(pid) {
-        assert!(tokio::time::Instant::now() < deadline, "task survived its framework's removal");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "task survived its framework's removal"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut info = framework_info("e2e", 1.0);
     info.id = id;
-    let err = Framework::try_subscribe(cluster.master.addr, info).await.err().expect("refused");
+    let err = Framework::try_subscribe(cluster.master.addr, info)
+        .await
+        .err()
+        .expect("refused");
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
     // Its resources are back in the pool for others.
     let mut other = Framework::subscribe(cluster.master.addr, framework_info("other", 0.0)).await;
-    let offers = other.offers().await;
-    let cpus = agora_proto::Resources::from_proto(&offers[0].resources).expect("valid").get_scalar("cpus");
-    assert_eq!(cpus, 4.0);
+    let mut offered = 0.0;
+    while offered < 4.0 {
+        let offers = other
+            .offers_within(SOON)
+            .await
+            .expect("the killed task's cpus were never offered");
+        offered += offers
+            .iter()
+            .map(|o| {
+                agora_proto::Resources::from_proto(&o.resources)
+                    .expect("valid")
+                    .get_scalar("cpus")
+            })
+            .sum::<f64>();
+    }
+    assert_eq!(offered, 4.0);
 }
 
 #[tokio::test]
 async fn an_unacknowledged_update_is_resent_until_acknowledged() {
-    let spec = ClusterSpec { agent_args: vec!["--status-update-retry".into(), "300ms".into()], ..Default::default() };
+    let spec = ClusterSpec {
+        agent_args: vec!["--status-update-retry".into(), "300ms".into()],
+        ..Default::default()
+    };
     let cluster = Cluster::start(spec).await;
     let mut fw = Framework::subscribe(cluster.master.addr, framework_info("e2e", 0.0)).await;
     let offers = fw.offers().await;
-    fw.launch(&[&offers[0]], vec![shell_task("t1", "exec sleep 300", 0.1, 32.0)]).await;
+    fw.launch(&[&offers[0]], vec![shell_task("t1", "exec sleep 300", 0.1, 32.0)])
+        .await;
     // Skip to RUNNING, then do not acknowledge it.
     let running = loop {
         let st = fw.next_update("t1", SOON).await.expect("update");
@@ -86,7 +117,8 @@ async fn an_update_sent_while_the_framework_was_away_arrives_after_it_resubscrib
     let cluster = Cluster::start(ClusterSpec::default()).await;
     let mut fw = Framework::subscribe(cluster.master.addr, framework_info("e2e", 60.0)).await;
     let offers = fw.offers().await;
-    fw.launch(&[&offers[0]], vec![shell_task("t1", "sleep 1", 0.1, 32.0)]).await;
+    fw.launch(&[&offers[0]], vec![shell_task("t1", "sleep 1", 0.1, 32.0)])
+        .await;
     fw.update("t1", TaskState::Running).await;
     let id = fw.id.clone();
     fw.disconnect();
@@ -103,10 +135,17 @@ async fn teardown_kills_the_frameworks_tasks() {
     let cluster = Cluster::start(ClusterSpec::default()).await;
     let mut fw = Framework::subscribe(cluster.master.addr, framework_info("e2e", 600.0)).await;
     let offers = fw.offers().await;
-    fw.launch(&[&offers[0]], vec![shell_task("t1", "echo $$ > pid; exec sleep 300", 0.1, 32.0)]).await;
+    fw.launch(
+        &[&offers[0]],
+        vec![shell_task("t1", "echo $$ > pid; exec sleep 300", 0.1, 32.0)],
+    )
+    .await;
     fw.update("t1", TaskState::Running).await;
     let pid = task_pid(&cluster, "t1").await;
-    fw.client.teardown(v1::TeardownRequest { caller: fw.caller() }).await.expect("teardown");
+    fw.client
+        .teardown(v1::TeardownRequest { caller: fw.caller() })
+        .await
+        .expect("teardown");
     let deadline = tokio::time::Instant::now() + SOON;
     while pid_alive(pid) {
         assert!(tokio::time::Instant::now() < deadline, "task survived TEARDOWN");

@@ -41,11 +41,12 @@ impl Process {
         let log = dir.join(format!("{name}.log"));
         let child = spawn_logged(&args, &log);
         let addr = wait_listening(&log).await;
-        Process { child: Some(child), addr, log, args }
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        Process {
+            child: Some(child),
+            addr,
+            log,
+            args,
+        }
     }
 
     /// SIGKILL: the process gets no chance to clean up (a crash).
@@ -70,10 +71,6 @@ impl Process {
         assert_eq!(addr, self.addr, "restarted on another address");
         self.child = Some(child);
     }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
 }
 
 impl Drop for Process {
@@ -83,11 +80,18 @@ impl Drop for Process {
 }
 
 fn spawn_logged(args: &[String], log: &Path) -> Child {
-    let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open log");
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("open log");
     Command::new(agora_bin())
         .args(["--log-format", "json"])
         .args(args)
-        .env("RUST_LOG", "info,agora=debug,agora_master=debug,agora_agent=debug")
+        .env(
+            "RUST_LOG",
+            "info,agora=debug,agora_master=debug,agora_agent=debug",
+        )
         .stdin(Stdio::null())
         .stdout(out.try_clone().expect("dup log"))
         .stderr(out)
@@ -112,7 +116,10 @@ async fn wait_listening_after(log: &Path, offset: u64) -> SocketAddr {
                 return a;
             }
         }
-        assert!(Instant::now() < deadline, "process did not start listening; log:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "process did not start listening; log:\n{text}"
+        );
         sleep(Duration::from_millis(20)).await;
     }
 }
@@ -149,12 +156,24 @@ fn strings(v: &[&str]) -> Vec<String> {
 
 impl Cluster {
     pub async fn start(spec: ClusterSpec) -> Cluster {
-        let dir = tempfile::Builder::new().prefix("agora-e2e-").tempdir().expect("tempdir");
+        let mut dir = tempfile::Builder::new()
+            .prefix("agora-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        // AGORA_E2E_KEEP=1 keeps every test's directory (logs, sandboxes) for a post-mortem.
+        if std::env::var_os("AGORA_E2E_KEEP").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("keeping {}", dir.path().display());
+        }
         let mut args = strings(&["master", "--listen", "127.0.0.1:0", "--work-dir"]);
         args.push(dir.path().join("master").display().to_string());
         args.extend(spec.master_args.iter().cloned());
         let master = Process::start(dir.path(), "master", args).await;
-        let mut cluster = Cluster { dir, master, agents: vec![] };
+        let mut cluster = Cluster {
+            dir,
+            master,
+            agents: vec![],
+        };
         for _ in 0..spec.agents {
             cluster.add_agent(&spec.agent_resources, &spec.agent_args).await;
         }
@@ -195,7 +214,10 @@ impl Cluster {
             if active >= n {
                 return;
             }
-            assert!(Instant::now() < deadline, "{n} agents never became active: {state:#}");
+            assert!(
+                Instant::now() < deadline,
+                "{n} agents never became active: {state:#}"
+            );
             sleep(Duration::from_millis(50)).await;
         }
     }
@@ -203,7 +225,14 @@ impl Cluster {
     /// Every live process started for this test's tasks (supervisors and
     /// task processes), found by their command line or working directory.
     pub fn task_processes(&self) -> Vec<i32> {
+        let ours: Vec<i32> = std::iter::once(&self.master)
+            .chain(&self.agents)
+            .filter_map(|p| p.child.as_ref().map(|c| c.id() as i32))
+            .collect();
         processes_under(self.dir.path())
+            .into_iter()
+            .filter(|p| !ours.contains(p))
+            .collect()
     }
 }
 
@@ -228,9 +257,13 @@ pub fn processes_under(dir: &Path) -> Vec<i32> {
     let needle = dir.display().to_string();
     let me = std::process::id() as i32;
     let mut out = vec![];
-    let Ok(entries) = std::fs::read_dir("/proc") else { return out };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
         if pid == me {
             continue;
         }
@@ -238,7 +271,11 @@ pub fn processes_under(dir: &Path) -> Vec<i32> {
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         let cwd = std::fs::read_link(e.path().join("cwd")).unwrap_or_default();
         let zombie = std::fs::read_to_string(e.path().join("stat"))
-            .map(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            })
             .unwrap_or(true);
         if !zombie && (cmdline.contains(&needle) || cwd.starts_with(dir)) {
             out.push(pid);
@@ -249,11 +286,20 @@ pub fn processes_under(dir: &Path) -> Vec<i32> {
 
 pub fn pid_alive(pid: i32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    !stat.is_empty() && !stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'))
+    !stat.is_empty()
+        && !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
 }
 
 pub async fn http_json(url: &str) -> serde_json::Value {
-    reqwest::get(url).await.expect("GET").json().await.expect("JSON body")
+    reqwest::get(url)
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON body")
 }
 
 // ---------------------------------------------------------------------------
@@ -282,7 +328,9 @@ pub fn framework_info(name: &str, failover_timeout: f64) -> v1::FrameworkInfo {
 }
 
 pub async fn scheduler_client(addr: SocketAddr) -> SchedulerClient<Channel> {
-    SchedulerClient::connect(format!("http://{addr}")).await.expect("connect to master")
+    SchedulerClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect to master")
 }
 
 impl Framework {
@@ -291,10 +339,16 @@ impl Framework {
         Self::try_subscribe(addr, info).await.expect("subscribe")
     }
 
-    pub async fn try_subscribe(addr: SocketAddr, info: v1::FrameworkInfo) -> Result<Framework, tonic::Status> {
+    pub async fn try_subscribe(
+        addr: SocketAddr,
+        info: v1::FrameworkInfo,
+    ) -> Result<Framework, tonic::Status> {
         let mut client = scheduler_client(addr).await;
         let mut stream = client
-            .subscribe(v1::SubscribeRequest { framework: Some(info), suppressed_roles: vec![] })
+            .subscribe(v1::SubscribeRequest {
+                framework: Some(info),
+                suppressed_roles: vec![],
+            })
             .await?
             .into_inner();
         let first = timeout(SOON, stream.message())
@@ -302,7 +356,9 @@ impl Framework {
             .map_err(|_| tonic::Status::deadline_exceeded("no SUBSCRIBED"))??
             .ok_or_else(|| tonic::Status::unavailable("stream ended before SUBSCRIBED"))?;
         let Some(v1::event::Event::Subscribed(sub)) = first.event else {
-            return Err(tonic::Status::internal(format!("first event was not SUBSCRIBED: {first:?}")));
+            return Err(tonic::Status::internal(format!(
+                "first event was not SUBSCRIBED: {first:?}"
+            )));
         };
         let (tx, events) = mpsc::unbounded_channel();
         let reader = tokio::spawn(async move {
@@ -323,7 +379,10 @@ impl Framework {
     }
 
     pub fn caller(&self) -> Option<v1::Caller> {
-        Some(v1::Caller { framework_id: self.id.clone(), stream_id: self.stream_id.clone() })
+        Some(v1::Caller {
+            framework_id: self.id.clone(),
+            stream_id: self.stream_id.clone(),
+        })
     }
 
     /// Closes the event stream, as a crashed framework would.
@@ -333,7 +392,11 @@ impl Framework {
 
     /// Waits for the first event (backlog first) that `pick` accepts; other
     /// events stay in the backlog in order.
-    pub async fn wait_for<T>(&mut self, within: Duration, mut pick: impl FnMut(&v1::Event) -> Option<T>) -> Option<T> {
+    pub async fn wait_for<T>(
+        &mut self,
+        within: Duration,
+        mut pick: impl FnMut(&v1::Event) -> Option<T>,
+    ) -> Option<T> {
         if let Some(i) = self.backlog.iter().position(|e| pick(e).is_some()) {
             let ev = self.backlog.remove(i).expect("index in range");
             return pick(&ev);
@@ -433,7 +496,9 @@ impl Framework {
                 operations: vec![v1::Operation {
                     operation: Some(v1::operation::Operation::Launch(v1::Launch { task_infos: tasks })),
                 }],
-                filters: Some(v1::Filters { refuse_seconds: refuse_seconds.or(Some(0.0)) }),
+                filters: Some(v1::Filters {
+                    refuse_seconds: refuse_seconds.or(Some(0.0)),
+                }),
             })
             .await
             .map(|_| ())
@@ -444,7 +509,9 @@ impl Framework {
             .decline(v1::DeclineRequest {
                 caller: self.caller(),
                 offer_ids: offers.iter().map(|o| o.id.clone()).collect(),
-                filters: Some(v1::Filters { refuse_seconds: Some(refuse_seconds) }),
+                filters: Some(v1::Filters {
+                    refuse_seconds: Some(refuse_seconds),
+                }),
             })
             .await
             .expect("decline");
@@ -452,7 +519,11 @@ impl Framework {
 
     pub async fn kill(&mut self, task_id: &str) {
         self.client
-            .kill(v1::KillRequest { caller: self.caller(), task_id: task_id.into(), ..Default::default() })
+            .kill(v1::KillRequest {
+                caller: self.caller(),
+                task_id: task_id.into(),
+                ..Default::default()
+            })
             .await
             .expect("kill");
     }
@@ -463,7 +534,10 @@ impl Framework {
                 caller: self.caller(),
                 tasks: task_ids
                     .iter()
-                    .map(|t| v1::ReconcileTask { task_id: t.to_string(), agent_id: String::new() })
+                    .map(|t| v1::ReconcileTask {
+                        task_id: t.to_string(),
+                        agent_id: String::new(),
+                    })
                     .collect(),
             })
             .await
@@ -482,12 +556,17 @@ pub fn shell_task(id: &str, cmd: &str, cpus: f64, mem: f64) -> v1::TaskInfo {
     v1::TaskInfo {
         name: id.into(),
         task_id: id.into(),
-        resources: agora_proto::Resources::new().scalar("cpus", cpus).scalar("mem", mem).to_proto(),
+        resources: agora_proto::Resources::new()
+            .scalar("cpus", cpus)
+            .scalar("mem", mem)
+            .to_proto(),
         command: Some(v1::CommandInfo {
             command: Some(v1::command_info::Command::Shell(cmd.into())),
             ..Default::default()
         }),
-        kill_policy: Some(v1::KillPolicy { grace_period_seconds: Some(1.0) }),
+        kill_policy: Some(v1::KillPolicy {
+            grace_period_seconds: Some(1.0),
+        }),
         ..Default::default()
     }
 }
@@ -511,7 +590,9 @@ pub async fn task_pid(cluster: &Cluster, task_id: &str) -> i32 {
 fn find_file(root: &Path, task_id: &str, name: &str) -> Option<PathBuf> {
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -524,8 +605,4 @@ fn find_file(root: &Path, task_id: &str, name: &str) -> Option<PathBuf> {
         }
     }
     None
-}
-
-pub fn offers_on_agent<'a>(offers: &'a [v1::Offer], agent_id: &str) -> Vec<&'a v1::Offer> {
-    offers.iter().filter(|o| o.agent_id == agent_id).collect()
 }

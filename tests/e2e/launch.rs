@@ -9,11 +9,18 @@ async fn a_task_that_exits_zero_runs_to_finished() {
     let cluster = Cluster::start(ClusterSpec::default()).await;
     let mut fw = Framework::subscribe(cluster.master.addr, framework_info("e2e", 0.0)).await;
     let offers = fw.offers().await;
-    fw.launch(&[&offers[0]], vec![shell_task("t1", "echo hello; exit 0", 0.1, 32.0)]).await;
+    fw.launch(
+        &[&offers[0]],
+        vec![shell_task("t1", "echo hello; exit 0", 0.1, 32.0)],
+    )
+    .await;
 
     let running = fw.update("t1", TaskState::Running).await;
     assert_eq!(running.agent_id, offers[0].agent_id);
-    assert!(!running.uuid.is_empty(), "agent updates carry a uuid to acknowledge");
+    assert!(
+        !running.uuid.is_empty(),
+        "agent updates carry a uuid to acknowledge"
+    );
     let finished = fw.update("t1", TaskState::Finished).await;
     assert_eq!(finished.exit_code, Some(0));
 }
@@ -23,11 +30,16 @@ async fn a_task_that_exits_non_zero_fails_with_its_exit_code() {
     let cluster = Cluster::start(ClusterSpec::default()).await;
     let mut fw = Framework::subscribe(cluster.master.addr, framework_info("e2e", 0.0)).await;
     let offers = fw.offers().await;
-    fw.launch(&[&offers[0]], vec![shell_task("t1", "exit 3", 0.1, 32.0)]).await;
+    fw.launch(&[&offers[0]], vec![shell_task("t1", "exit 3", 0.1, 32.0)])
+        .await;
 
     let failed = fw.update("t1", TaskState::Failed).await;
     assert_eq!(failed.exit_code, Some(3));
-    assert!(failed.message.contains('3'), "message names the code: {}", failed.message);
+    assert!(
+        failed.message.contains('3'),
+        "message names the code: {}",
+        failed.message
+    );
 }
 
 #[tokio::test]
@@ -36,7 +48,16 @@ async fn killing_a_task_stops_its_whole_process_group() {
     let mut fw = Framework::subscribe(cluster.master.addr, framework_info("e2e", 0.0)).await;
     let offers = fw.offers().await;
     // A child in the background must die with the task.
-    fw.launch(&[&offers[0]], vec![shell_task("t1", "echo $$ > pid; sleep 300 & sleep 300", 0.1, 32.0)]).await;
+    fw.launch(
+        &[&offers[0]],
+        vec![shell_task(
+            "t1",
+            "echo $$ > pid; sleep 300 & sleep 300",
+            0.1,
+            32.0,
+        )],
+    )
+    .await;
     fw.update("t1", TaskState::Running).await;
     let pid = task_pid(&cluster, "t1").await;
 
@@ -46,7 +67,11 @@ async fn killing_a_task_stops_its_whole_process_group() {
     // The supervisor exits too once the task is gone.
     let deadline = tokio::time::Instant::now() + SOON;
     while !cluster.task_processes().is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "left behind: {:?}", cluster.task_processes());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "left behind: {:?}",
+            cluster.task_processes()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }

@@ -39,14 +39,23 @@ async fn a_suppressed_framework_gets_no_offers_until_it_revives() {
     let mut fw = Framework::subscribe(cluster.master.addr, framework_info("e2e", 0.0)).await;
     let offers = fw.offers().await;
     fw.client
-        .suppress(v1::SuppressRequest { caller: fw.caller(), roles: vec![] })
+        .suppress(v1::SuppressRequest {
+            caller: fw.caller(),
+            roles: vec![],
+        })
         .await
         .expect("suppress");
     fw.decline(&[&offers[0]], 0.0).await;
-    assert!(fw.offers_within(Duration::from_secs(2)).await.is_none(), "offered while suppressed");
+    assert!(
+        fw.offers_within(Duration::from_secs(2)).await.is_none(),
+        "offered while suppressed"
+    );
 
     fw.client
-        .revive(v1::ReviveRequest { caller: fw.caller(), roles: vec![] })
+        .revive(v1::ReviveRequest {
+            caller: fw.caller(),
+            roles: vec![],
+        })
         .await
         .expect("revive");
     assert!(fw.offers_within(SOON).await.is_some(), "no offer after REVIVE");
@@ -58,7 +67,10 @@ async fn an_agent_is_offered_to_one_framework_at_a_time() {
     let mut a = Framework::subscribe(cluster.master.addr, framework_info("a", 0.0)).await;
     let offers = a.offers().await;
     let mut b = Framework::subscribe(cluster.master.addr, framework_info("b", 0.0)).await;
-    assert!(b.offers_within(Duration::from_secs(1)).await.is_none(), "the same resources were offered twice");
+    assert!(
+        b.offers_within(Duration::from_secs(1)).await.is_none(),
+        "the same resources were offered twice"
+    );
     // Once `a` declines, `b` gets them.
     a.decline(&[&offers[0]], 30.0).await;
     let got = b.offers().await;

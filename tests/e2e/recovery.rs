@@ -7,7 +7,10 @@ use agora_proto::v1::{StatusReason, TaskState};
 use crate::harness::*;
 
 fn fast_agent_timeout() -> ClusterSpec {
-    ClusterSpec { master_args: vec!["--agent-timeout".into(), "2s".into()], ..Default::default() }
+    ClusterSpec {
+        master_args: vec!["--agent-timeout".into(), "2s".into()],
+        ..Default::default()
+    }
 }
 
 #[tokio::test]
@@ -15,7 +18,11 @@ async fn a_silent_agent_makes_its_tasks_unreachable_and_its_return_reconciles_th
     let mut cluster = Cluster::start(fast_agent_timeout()).await;
     let mut fw = Framework::subscribe(cluster.master.addr, framework_info("e2e", 0.0)).await;
     let offers = fw.offers().await;
-    fw.launch(&[&offers[0]], vec![shell_task("t1", "echo $$ > pid; exec sleep 300", 0.1, 32.0)]).await;
+    fw.launch(
+        &[&offers[0]],
+        vec![shell_task("t1", "echo $$ > pid; exec sleep 300", 0.1, 32.0)],
+    )
+    .await;
     fw.update("t1", TaskState::Running).await;
     let pid = task_pid(&cluster, "t1").await;
 
@@ -26,7 +33,10 @@ async fn a_silent_agent_makes_its_tasks_unreachable_and_its_return_reconciles_th
 
     cluster.agents[0].restart().await;
     let back = fw.update("t1", TaskState::Running).await;
-    assert_eq!(back.agent_id, offers[0].agent_id, "the agent came back under its old id");
+    assert_eq!(
+        back.agent_id, offers[0].agent_id,
+        "the agent came back under its old id"
+    );
     assert!(pid_alive(pid), "the task was restarted or killed, not reconciled");
 }
 
@@ -35,7 +45,11 @@ async fn a_restarted_agent_reattaches_to_its_running_task() {
     let mut cluster = Cluster::start(ClusterSpec::default()).await;
     let mut fw = Framework::subscribe(cluster.master.addr, framework_info("e2e", 0.0)).await;
     let offers = fw.offers().await;
-    fw.launch(&[&offers[0]], vec![shell_task("t1", "echo $$ > pid; exec sleep 300", 0.1, 32.0)]).await;
+    fw.launch(
+        &[&offers[0]],
+        vec![shell_task("t1", "echo $$ > pid; exec sleep 300", 0.1, 32.0)],
+    )
+    .await;
     fw.update("t1", TaskState::Running).await;
     let pid = task_pid(&cluster, "t1").await;
 
@@ -53,7 +67,11 @@ async fn a_task_that_exits_while_its_agent_is_down_reports_its_real_exit_code() 
     let mut cluster = Cluster::start(ClusterSpec::default()).await;
     let mut fw = Framework::subscribe(cluster.master.addr, framework_info("e2e", 0.0)).await;
     let offers = fw.offers().await;
-    fw.launch(&[&offers[0]], vec![shell_task("t1", "echo $$ > pid; sleep 1; exit 7", 0.1, 32.0)]).await;
+    fw.launch(
+        &[&offers[0]],
+        vec![shell_task("t1", "echo $$ > pid; sleep 1; exit 7", 0.1, 32.0)],
+    )
+    .await;
     fw.update("t1", TaskState::Running).await;
 
     cluster.agents[0].crash();
@@ -68,7 +86,11 @@ async fn a_master_restart_keeps_tasks_running_and_frameworks_known() {
     let mut cluster = Cluster::start(ClusterSpec::default()).await;
     let mut fw = Framework::subscribe(cluster.master.addr, framework_info("e2e", 120.0)).await;
     let offers = fw.offers().await;
-    fw.launch(&[&offers[0]], vec![shell_task("t1", "echo $$ > pid; exec sleep 300", 0.1, 32.0)]).await;
+    fw.launch(
+        &[&offers[0]],
+        vec![shell_task("t1", "echo $$ > pid; exec sleep 300", 0.1, 32.0)],
+    )
+    .await;
     fw.update("t1", TaskState::Running).await;
     let pid = task_pid(&cluster, "t1").await;
     let id = fw.id.clone();
@@ -86,5 +108,10 @@ async fn a_master_restart_keeps_tasks_running_and_frameworks_known() {
     assert!(pid_alive(pid));
     let state = cluster.state().await;
     let tasks = state["tasks"].as_array().cloned().unwrap_or_default();
-    assert!(tasks.iter().any(|t| t["id"] == "t1" && t["state"] == "TASK_RUNNING"), "{state:#}");
+    assert!(
+        tasks
+            .iter()
+            .any(|t| t["id"] == "t1" && t["state"] == "TASK_RUNNING"),
+        "{state:#}"
+    );
 }

@@ -87,7 +87,9 @@ pub struct Filters {
 impl Filters {
     /// Refuse the unused resources for `duration`.
     pub fn refuse(duration: Duration) -> Self {
-        Self { refuse: Some(duration) }
+        Self {
+            refuse: Some(duration),
+        }
     }
 
     pub(crate) fn to_proto(self) -> v1::Filters {
@@ -103,12 +105,18 @@ mod tests {
 
     #[test]
     fn master_lists_split_on_commas() {
-        assert_eq!(split_masters("a:1, b:2,,"), vec!["a:1".to_owned(), "b:2".to_owned()]);
+        assert_eq!(
+            split_masters("a:1, b:2,,"),
+            vec!["a:1".to_owned(), "b:2".to_owned()]
+        );
     }
 
     #[test]
     fn default_filters_leave_refusal_to_the_master() {
         assert_eq!(Filters::default().to_proto().refuse_seconds, None);
-        assert_eq!(Filters::refuse(Duration::from_secs(2)).to_proto().refuse_seconds, Some(2.0));
+        assert_eq!(
+            Filters::refuse(Duration::from_secs(2)).to_proto().refuse_seconds,
+            Some(2.0)
+        );
     }
 }

@@ -70,7 +70,10 @@ impl FrameworkIdStore for FileIdStore {
             match tokio::fs::remove_file(&self.path).await {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(SdkError::IdStore(format!("removing {}: {e}", self.path.display()))),
+                Err(e) => Err(SdkError::IdStore(format!(
+                    "removing {}: {e}",
+                    self.path.display()
+                ))),
             }
         })
     }
@@ -96,7 +99,9 @@ impl StoreIdStore {
 
 impl std::fmt::Debug for StoreIdStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreIdStore").field("key", &self.key).finish_non_exhaustive()
+        f.debug_struct("StoreIdStore")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
     }
 }
 
@@ -118,7 +123,10 @@ impl FrameworkIdStore for StoreIdStore {
     fn save<'a>(&'a self, id: &'a FrameworkId) -> BoxFuture<'a, Result<(), SdkError>> {
         Box::pin(async move {
             self.store
-                .write(vec![Write::put(self.key.clone(), id.as_str().as_bytes().to_vec())])
+                .write(vec![Write::put(
+                    self.key.clone(),
+                    id.as_str().as_bytes().to_vec(),
+                )])
                 .await
                 .map_err(|e| SdkError::IdStore(e.to_string()))
         })
@@ -160,7 +168,11 @@ mod tests {
 
     #[tokio::test]
     async fn kv_store_saves_loads_and_clears() {
-        round_trip(&StoreIdStore::new(Arc::new(MemoryStore::default()), "/sdk/framework-id")).await;
+        round_trip(&StoreIdStore::new(
+            Arc::new(MemoryStore::default()),
+            "/sdk/framework-id",
+        ))
+        .await;
     }
 
     #[tokio::test]

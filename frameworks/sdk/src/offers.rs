@@ -26,8 +26,8 @@ impl Offered {
     /// Starts from one offer; fails if its ids or resources are malformed.
     pub fn new(offer: &v1::Offer) -> Result<Self, SdkError> {
         let offer_id = OfferId::parse(&offer.id).map_err(|e| SdkError::Protocol(format!("offer id: {e}")))?;
-        let agent_id =
-            AgentId::parse(&offer.agent_id).map_err(|e| SdkError::Protocol(format!("offer agent id: {e}")))?;
+        let agent_id = AgentId::parse(&offer.agent_id)
+            .map_err(|e| SdkError::Protocol(format!("offer agent id: {e}")))?;
         let remaining = Resources::from_proto(&offer.resources)
             .map_err(|e| SdkError::Protocol(format!("offer {offer_id} resources: {e}")))?;
         Ok(Self {
@@ -164,7 +164,11 @@ impl OfferPool {
 
     /// Adds one more offer.
     pub fn add(&mut self, offer: &v1::Offer) {
-        let result = match self.agents.iter_mut().find(|a| a.agent_id.as_str() == offer.agent_id) {
+        let result = match self
+            .agents
+            .iter_mut()
+            .find(|a| a.agent_id.as_str() == offer.agent_id)
+        {
             Some(agent) => agent.merge(offer),
             None => Offered::new(offer).map(|o| self.agents.push(o)),
         };

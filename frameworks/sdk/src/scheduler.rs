@@ -33,13 +33,13 @@ pub struct Subscribed {
 ///
 /// ```
 /// use agora_proto::v1;
-/// use agora_sdk::{Driver, Scheduler};
+/// use agora_sdk::{Driver, OfferId, Scheduler};
 ///
 /// struct DeclineEverything;
 ///
 /// impl Scheduler for DeclineEverything {
 ///     async fn offers(&mut self, driver: &Driver, offers: Vec<v1::Offer>) {
-///         let ids = offers.iter().filter_map(|o| o.id.parse().ok()).collect();
+///         let ids = offers.iter().filter_map(|o| OfferId::parse(&o.id).ok()).collect();
 ///         let _ = driver.decline(ids, None).await;
 ///     }
 ///     async fn update(&mut self, _driver: &Driver, status: v1::TaskStatus) {
@@ -72,7 +72,11 @@ pub trait Scheduler: Send + 'static {
     fn update(&mut self, driver: &Driver, status: v1::TaskStatus) -> impl Future<Output = ()> + Send;
 
     /// Data sent by one of the framework's tasks through its agent.
-    fn message(&mut self, _driver: &Driver, _message: v1::FrameworkMessage) -> impl Future<Output = ()> + Send {
+    fn message(
+        &mut self,
+        _driver: &Driver,
+        _message: v1::FrameworkMessage,
+    ) -> impl Future<Output = ()> + Send {
         async {}
     }
 

@@ -101,7 +101,10 @@ mod tests {
     #[test]
     fn shell_task_carries_command_and_resources() {
         let r = Resources::new().scalar("cpus", 0.5).scalar("mem", 64.0);
-        let t = TaskBuilder::new(TaskId::new_unchecked("t1"), "job").shell("true").resources(&r).build();
+        let t = TaskBuilder::new(TaskId::new_unchecked("t1"), "job")
+            .shell("true")
+            .resources(&r)
+            .build();
         assert_eq!(t.name, "job");
         assert_eq!(
             t.command.and_then(|c| c.command),

@@ -1,0 +1,206 @@
+//! The agent's connection to the master: dial the masters in turn with
+//! exponential backoff, open the `AgentLink.Attach` stream with a Register
+//! message, heartbeat, and pass everything the master says to the actor.
+//! Any end of the stream means: reconnect and re-register with the same id.
+
+use std::time::Duration;
+
+use agora_proto::v1;
+use agora_proto::v1::agent_link_client::AgentLinkClient;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use crate::agent::Command;
+
+/// First wait after a failed attempt.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest wait between attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Heartbeat interval when the master names none.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why one session with a master ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("invalid master address {0:?}: {1}")]
+    Address(String, String),
+    #[error("cannot connect: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("master answered {}: {}", .0.code(), .0.message())]
+    Status(#[from] tonic::Status),
+    #[error("master closed the stream before answering Register")]
+    NoAnswer,
+    #[error("master answered Register with something other than Registered")]
+    UnexpectedAnswer,
+    #[error("the agent is stopping")]
+    Stopping,
+}
+
+impl SessionError {
+    /// The master refuses this agent (e.g. an id it removed): worth a loud log.
+    fn is_rejection(&self) -> bool {
+        matches!(self, SessionError::Status(s)
+            if matches!(s.code(), tonic::Code::NotFound | tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument))
+    }
+}
+
+/// The next wait: doubled, capped, with the previous one as input.
+pub(crate) fn next_backoff(previous: Duration) -> Duration {
+    (previous * 2).min(MAX_BACKOFF)
+}
+
+/// `wait` with +-20% jitter so a fleet of agents does not reconnect in step.
+fn jittered(wait: Duration) -> Duration {
+    wait.mul_f64(rand::random_range(0.8..1.2))
+}
+
+/// Keeps the agent connected to one of `masters` until the actor goes away.
+pub(crate) async fn maintain(masters: Vec<String>, actor: mpsc::UnboundedSender<Command>) {
+    let mut index = 0usize;
+    let mut backoff = INITIAL_BACKOFF;
+    loop {
+        let Some(master) = masters.get(index % masters.len().max(1)).cloned() else {
+            return;
+        };
+        let registered = match session(&master, &actor).await {
+            Ok(()) => {
+                tracing::warn!(%master, "master closed the stream; reconnecting");
+                true
+            }
+            Err(SessionError::Stopping) => return,
+            Err(err @ SessionError::Status(_)) if err.is_rejection() => {
+                tracing::error!(%master, %err, "MASTER REJECTED THIS AGENT; tasks keep running, retrying later");
+                false
+            }
+            Err(err) => {
+                tracing::warn!(%master, %err, "no session with master");
+                false
+            }
+        };
+        if actor.send(Command::Disconnected).is_err() {
+            return;
+        }
+        if registered {
+            backoff = INITIAL_BACKOFF;
+        } else {
+            index = index.wrapping_add(1);
+            backoff = next_backoff(backoff);
+        }
+        tokio::time::sleep(jittered(backoff)).await;
+    }
+}
+
+/// One session: connect, register, heartbeat and relay until the stream ends.
+/// `Ok` means the master accepted the registration and the stream later ended.
+async fn session(master: &str, actor: &mpsc::UnboundedSender<Command>) -> Result<(), SessionError> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{master}"))
+        .map_err(|e| SessionError::Address(master.to_owned(), e.to_string()))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
+    let channel = endpoint.connect().await?;
+    let mut client = AgentLinkClient::new(channel);
+
+    let (reply, register) = oneshot::channel();
+    actor
+        .send(Command::Register(reply))
+        .map_err(|_| SessionError::Stopping)?;
+    let register = register.await.map_err(|_| SessionError::Stopping)?;
+    tracing::info!(%master, tasks = register.tasks.len(), "registering with master");
+
+    let (up, up_rx) = mpsc::unbounded_channel();
+    let _ = up.send(v1::AgentMessage {
+        message: Some(v1::agent_message::Message::Register(register)),
+    });
+    let mut down = client
+        .attach(UnboundedReceiverStream::new(up_rx))
+        .await?
+        .into_inner();
+
+    let registered = match down.message().await?.and_then(|m| m.message) {
+        Some(v1::master_message::Message::Registered(r)) => r,
+        Some(_) => return Err(SessionError::UnexpectedAnswer),
+        None => return Err(SessionError::NoAnswer),
+    };
+    let interval = Duration::try_from_secs_f64(registered.heartbeat_interval_seconds)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .unwrap_or(DEFAULT_HEARTBEAT)
+        .max(Duration::from_millis(100));
+    actor
+        .send(Command::Registered {
+            registered,
+            link: up.clone(),
+            master: master.to_owned(),
+        })
+        .map_err(|_| SessionError::Stopping)?;
+
+    let heartbeats = tokio::spawn(heartbeat(up, interval));
+    let result = relay(&mut down, actor).await;
+    heartbeats.abort();
+    result
+}
+
+async fn heartbeat(up: mpsc::UnboundedSender<v1::AgentMessage>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let beat = v1::AgentMessage {
+            message: Some(v1::agent_message::Message::Heartbeat(v1::AgentHeartbeat {})),
+        };
+        if up.send(beat).is_err() {
+            return;
+        }
+    }
+}
+
+async fn relay(
+    down: &mut tonic::Streaming<v1::MasterMessage>,
+    actor: &mpsc::UnboundedSender<Command>,
+) -> Result<(), SessionError> {
+    while let Some(message) = down.message().await? {
+        if let Some(message) = message.message {
+            actor
+                .send(Command::FromMaster(Box::new(message)))
+                .map_err(|_| SessionError::Stopping)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_100ms_up_to_5s() {
+        let mut wait = INITIAL_BACKOFF;
+        let mut seen = vec![wait.as_millis()];
+        for _ in 0..8 {
+            wait = next_backoff(wait);
+            seen.push(wait.as_millis());
+        }
+        assert_eq!(seen, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+    }
+
+    #[test]
+    fn jitter_stays_within_twenty_percent() {
+        for _ in 0..100 {
+            let j = jittered(Duration::from_secs(1));
+            assert!(
+                j >= Duration::from_millis(800) && j <= Duration::from_millis(1200),
+                "{j:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn not_found_and_failed_precondition_are_rejections() {
+        assert!(SessionError::Status(tonic::Status::not_found("x")).is_rejection());
+        assert!(SessionError::Status(tonic::Status::failed_precondition("x")).is_rejection());
+        assert!(!SessionError::Status(tonic::Status::unavailable("x")).is_rejection());
+        assert!(!SessionError::NoAnswer.is_rejection());
+    }
+}

@@ -1,0 +1,647 @@
+//! The agent against a stand-in master (a tiny in-test AgentLink server),
+//! running real tasks under the real supervisor program.
+
+// Test helpers fail loudly: unwrap is the point here.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agora_agent::{AgentConfig, AgentError};
+use agora_proto::v1::{self, StatusReason, TaskState};
+use nix::sys::signal::killpg;
+use nix::unistd::Pid;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream};
+
+const WAIT: Duration = Duration::from_secs(15);
+const FRAMEWORK: &str = "fw-1";
+
+// ---------------------------------------------------------------------------
+// The stand-in master
+// ---------------------------------------------------------------------------
+
+/// One Attach stream, as the test sees it.
+struct Session {
+    register: v1::Register,
+    down: mpsc::UnboundedSender<Result<v1::MasterMessage, tonic::Status>>,
+    up: mpsc::UnboundedReceiver<v1::AgentMessage>,
+}
+
+struct FakeMaster {
+    sessions: mpsc::UnboundedSender<Session>,
+}
+
+#[tonic::async_trait]
+impl v1::agent_link_server::AgentLink for FakeMaster {
+    type AttachStream = UnboundedReceiverStream<Result<v1::MasterMessage, tonic::Status>>;
+
+    async fn attach(
+        &self,
+        request: tonic::Request<tonic::Streaming<v1::AgentMessage>>,
+    ) -> Result<tonic::Response<Self::AttachStream>, tonic::Status> {
+        let mut inbound = request.into_inner();
+        let register = match inbound.message().await?.and_then(|m| m.message) {
+            Some(v1::agent_message::Message::Register(r)) => r,
+            _ => return Err(tonic::Status::invalid_argument("first message must be register")),
+        };
+        let agent_id = register
+            .agent
+            .as_ref()
+            .map(|a| a.id.clone())
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| "agent-1".to_owned());
+        let (down, down_rx) = mpsc::unbounded_channel();
+        down.send(Ok(master_message(v1::master_message::Message::Registered(
+            v1::Registered {
+                agent_id,
+                heartbeat_interval_seconds: 1.0,
+                master_id: "master-1".into(),
+            },
+        ))))
+        .unwrap();
+        let (up_tx, up) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(Some(m)) = inbound.message().await {
+                if !matches!(m.message, Some(v1::agent_message::Message::Heartbeat(_)))
+                    && up_tx.send(m).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let _ = self.sessions.send(Session { register, down, up });
+        Ok(tonic::Response::new(UnboundedReceiverStream::new(down_rx)))
+    }
+}
+
+async fn start_master() -> (SocketAddr, mpsc::UnboundedReceiver<Session>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (sessions, rx) = mpsc::unbounded_channel();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(v1::agent_link_server::AgentLinkServer::new(FakeMaster {
+                sessions,
+            }))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    (addr, rx)
+}
+
+fn master_message(m: v1::master_message::Message) -> v1::MasterMessage {
+    v1::MasterMessage { message: Some(m) }
+}
+
+impl Session {
+    fn send(&self, m: v1::master_message::Message) {
+        self.down.send(Ok(master_message(m))).unwrap();
+    }
+
+    fn run_task(&self, task_id: &str, shell: &str) {
+        self.run(task(task_id, shell));
+    }
+
+    fn run(&self, task: v1::TaskInfo) {
+        self.send(v1::master_message::Message::RunTask(v1::RunTask {
+            framework: Some(v1::FrameworkInfo {
+                id: FRAMEWORK.into(),
+                name: "test".into(),
+                ..Default::default()
+            }),
+            task: Some(task),
+        }));
+    }
+
+    fn kill(&self, task_id: &str) {
+        self.send(v1::master_message::Message::KillTask(v1::KillTask {
+            framework_id: FRAMEWORK.into(),
+            task_id: task_id.into(),
+            kill_policy: None,
+        }));
+    }
+
+    fn ack(&self, status: &v1::TaskStatus) {
+        self.send(v1::master_message::Message::Acknowledge(v1::AcknowledgeUpdate {
+            framework_id: FRAMEWORK.into(),
+            task_id: status.task_id.clone(),
+            uuid: status.uuid.clone(),
+        }));
+    }
+
+    /// The next status update the agent sends (heartbeats are skipped).
+    async fn next_update(&mut self) -> v1::TaskStatus {
+        loop {
+            let m = tokio::time::timeout(WAIT, self.up.recv())
+                .await
+                .expect("timed out waiting for a status update")
+                .expect("agent closed the stream");
+            if let Some(v1::agent_message::Message::StatusUpdate(u)) = m.message {
+                assert_eq!(u.framework_id, FRAMEWORK);
+                return u.status.unwrap();
+            }
+        }
+    }
+
+    /// Receives the next update, checks its state, acknowledges it.
+    async fn expect_and_ack(&mut self, state: TaskState) -> v1::TaskStatus {
+        let status = self.next_update().await;
+        assert_eq!(status.state(), state, "{status:?}");
+        self.ack(&status);
+        status
+    }
+}
+
+async fn next_session(sessions: &mut mpsc::UnboundedReceiver<Session>) -> Session {
+    tokio::time::timeout(WAIT, sessions.recv())
+        .await
+        .expect("timed out waiting for the agent to register")
+        .unwrap()
+}
+
+fn task(task_id: &str, shell: &str) -> v1::TaskInfo {
+    v1::TaskInfo {
+        name: task_id.into(),
+        task_id: task_id.into(),
+        agent_id: "agent-1".into(),
+        resources: agora_proto::Resources::parse("cpus:0.1;mem:32;ports:[31000-31001]")
+            .unwrap()
+            .to_proto(),
+        command: Some(v1::CommandInfo {
+            command: Some(v1::command_info::Command::Shell(shell.into())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The agent under test
+// ---------------------------------------------------------------------------
+
+struct RunningAgent {
+    http: SocketAddr,
+    stop: oneshot::Sender<()>,
+    done: JoinHandle<Result<(), AgentError>>,
+}
+
+impl RunningAgent {
+    async fn start(master: SocketAddr, work_dir: &Path, configure: impl FnOnce(&mut AgentConfig)) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http = listener.local_addr().unwrap();
+        let mut config = AgentConfig::new(vec![master.to_string()], http, work_dir.to_path_buf());
+        config.supervisor = Some(PathBuf::from(env!("CARGO_BIN_EXE_agora-task-supervisor")));
+        config.resources = Some("cpus:2;mem:1024;disk:1024;ports:[31000-31010]".into());
+        config.attributes = Some("rack:a".into());
+        config.hostname = Some("test-host".into());
+        config.kill_grace_period = Duration::from_secs(2);
+        configure(&mut config);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let done = tokio::spawn(agora_agent::run(config, listener, async {
+            let _ = stopped.await;
+        }));
+        RunningAgent { http, stop, done }
+    }
+
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        tokio::time::timeout(WAIT, self.done)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let mut stream = tokio::net::TcpStream::connect(self.http).await.unwrap();
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: agent\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let code = response[9..12].parse().unwrap();
+        let body = response.split_once("\r\n\r\n").unwrap().1.to_owned();
+        (code, body)
+    }
+}
+
+/// The task's pid (= its process group), from its sandbox.
+fn task_pid(work_dir: &Path, task_id: &str) -> i32 {
+    let runs = work_dir.join("sandboxes").join(FRAMEWORK).join(task_id);
+    let run = std::fs::read_dir(runs).unwrap().next().unwrap().unwrap().path();
+    std::fs::read_to_string(run.join(".agora/task.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn group_exists(pgid: i32) -> bool {
+    killpg(Pid::from_raw(pgid), None).is_ok()
+}
+
+async fn wait_until(mut condition: impl FnMut() -> bool) {
+    tokio::time::timeout(WAIT, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("condition never became true");
+}
+
+// ---------------------------------------------------------------------------
+// Behaviours
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn agent_registers_with_its_resources_attributes_and_address() {
+    let (master, mut sessions) = start_master().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = RunningAgent::start(master, dir.path(), |_| {}).await;
+    let session = next_session(&mut sessions).await;
+    let info = session.register.agent.clone().unwrap();
+    assert_eq!(info.id, "");
+    assert_eq!(info.hostname, "test-host");
+    assert_eq!(info.http_address, agent.http.to_string());
+    assert_eq!(
+        info.attributes,
+        vec![v1::Attribute {
+            name: "rack".into(),
+            value: "a".into()
+        }]
+    );
+    let resources = agora_proto::Resources::from_proto(&info.resources).unwrap();
+    assert_eq!(resources.get_scalar("cpus"), 2.0);
+    assert_eq!(resources.get_ranges("ports").ranges(), &[(31000, 31010)]);
+    wait_until(|| dir.path().join("agent_id").exists()).await;
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("agent_id")).unwrap(),
+        "agent-1"
+    );
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn health_and_state_are_served_over_http() {
+    let (master, mut sessions) = start_master().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = RunningAgent::start(master, dir.path(), |_| {}).await;
+    let mut session = next_session(&mut sessions).await;
+    session.run_task("web.1", "sleep 100");
+    session.expect_and_ack(TaskState::Starting).await;
+    session.expect_and_ack(TaskState::Running).await;
+
+    assert_eq!(agent.get("/health").await, (200, "ok".to_owned()));
+    let (code, body) = agent.get("/state").await;
+    assert_eq!(code, 200);
+    let state: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(state["id"], "agent-1");
+    assert_eq!(state["registered"], true);
+    assert_eq!(state["master"], master.to_string());
+    assert_eq!(state["attributes"]["rack"], "a");
+    assert_eq!(state["resources"]["cpus"], 2.0);
+    let t = &state["tasks"][0];
+    assert_eq!(t["id"], "web.1");
+    assert_eq!(t["state"], "TASK_RUNNING");
+    assert_eq!(t["pid"], task_pid(dir.path(), "web.1"));
+    let (code, sandbox) = agent.get("/tasks/web.1/sandbox").await;
+    assert_eq!(code, 200);
+    assert_eq!(t["sandbox"], sandbox.as_str());
+
+    session.kill("web.1");
+    session.expect_and_ack(TaskState::Killing).await;
+    session.expect_and_ack(TaskState::Killed).await;
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_true_task_goes_starting_running_finished() {
+    let (master, mut sessions) = start_master().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = RunningAgent::start(master, dir.path(), |_| {}).await;
+    let mut session = next_session(&mut sessions).await;
+    session.run_task("ok", "true");
+    let starting = session.expect_and_ack(TaskState::Starting).await;
+    assert_eq!(starting.source(), v1::StatusSource::Agent);
+    assert_eq!(starting.agent_id, "agent-1");
+    assert_eq!(starting.uuid.len(), 16);
+    assert!(starting.timestamp > 0.0);
+    session.expect_and_ack(TaskState::Running).await;
+    let finished = session.expect_and_ack(TaskState::Finished).await;
+    assert_eq!(finished.exit_code, Some(0));
+    // The acknowledged terminal update drops the checkpoint but keeps the sandbox.
+    let checkpoint = dir
+        .path()
+        .join("meta/tasks")
+        .join(FRAMEWORK)
+        .join("ok.checkpoint");
+    wait_until(|| !checkpoint.exists()).await;
+    assert!(dir.path().join("sandboxes").join(FRAMEWORK).join("ok").exists());
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn each_update_is_resent_until_acknowledged_and_the_next_waits() {
+    let (master, mut sessions) = start_master().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = RunningAgent::start(master, dir.path(), |c| {
+        c.status_update_retry = Duration::from_millis(200);
+    })
+    .await;
+    let mut session = next_session(&mut sessions).await;
+    session.run_task("ok", "true");
+    let first = session.next_update().await;
+    assert_eq!(first.state(), TaskState::Starting);
+    // Not acknowledged: the same update comes again, and nothing newer.
+    let again = session.next_update().await;
+    assert_eq!(again.uuid, first.uuid);
+    assert_eq!(again.state(), TaskState::Starting);
+    session.ack(&first);
+    let mut next = session.next_update().await;
+    while next.uuid == first.uuid {
+        next = session.next_update().await;
+    }
+    assert_eq!(next.state(), TaskState::Running);
+    let resent = session.next_update().await;
+    assert_eq!(resent.uuid, next.uuid);
+    session.ack(&next);
+    let mut last = session.next_update().await;
+    while last.uuid == next.uuid {
+        last = session.next_update().await;
+    }
+    assert_eq!(last.state(), TaskState::Finished);
+    session.ack(&last);
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_non_zero_exit_fails_with_the_exit_code() {
+    let (master, mut sessions) = start_master().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = RunningAgent::start(master, dir.path(), |_| {}).await;
+    let mut session = next_session(&mut sessions).await;
+    session.run_task("bad", "exit 3");
+    session.expect_and_ack(TaskState::Starting).await;
+    session.expect_and_ack(TaskState::Running).await;
+    let failed = session.expect_and_ack(TaskState::Failed).await;
+    assert_eq!(failed.exit_code, Some(3));
+    assert_eq!(failed.reason(), StatusReason::ReasonCommandExited);
+    assert_eq!(failed.message, "exited with code 3");
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_command_that_cannot_start_fails_as_a_launch_failure() {
+    let (master, mut sessions) = start_master().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = RunningAgent::start(master, dir.path(), |_| {}).await;
+    let mut session = next_session(&mut sessions).await;
+    let mut t = task("nope", "");
+    t.command = Some(v1::CommandInfo {
+        command: Some(v1::command_info::Command::Argv(v1::Argv {
+            args: vec!["/nonexistent/program".into()],
+        })),
+        ..Default::default()
+    });
+    session.run(t);
+    session.expect_and_ack(TaskState::Starting).await;
+    let failed = session.expect_and_ack(TaskState::Failed).await;
+    assert_eq!(failed.reason(), StatusReason::ReasonContainerLaunchFailed);
+    assert!(failed.message.contains("No such file"), "{}", failed.message);
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn the_task_sees_its_ports_and_agora_environment() {
+    let (master, mut sessions) = start_master().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = RunningAgent::start(master, dir.path(), |_| {}).await;
+    let mut session = next_session(&mut sessions).await;
+    session.run_task("env", "echo $PORT $PORT0 $PORT1 $AGORA_TASK_ID $HOST; pwd");
+    session.expect_and_ack(TaskState::Starting).await;
+    session.expect_and_ack(TaskState::Running).await;
+    session.expect_and_ack(TaskState::Finished).await;
+    let runs = dir.path().join("sandboxes").join(FRAMEWORK).join("env");
+    let sandbox = std::fs::read_dir(runs).unwrap().next().unwrap().unwrap().path();
+    let out = std::fs::read_to_string(sandbox.join("stdout")).unwrap();
+    assert_eq!(
+        out,
+        format!("31000 31000 31001 env test-host\n{}\n", sandbox.display())
+    );
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn kill_reports_killing_then_killed_and_the_whole_process_group_is_gone() {
+    let (master, mut sessions) = start_master().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = RunningAgent::start(master, dir.path(), |_| {}).await;
+    let mut session = next_session(&mut sessions).await;
+    session.run_task("sleepy", "sleep 100 & sleep 100");
+    session.expect_and_ack(TaskState::Starting).await;
+    session.expect_and_ack(TaskState::Running).await;
+    let pgid = task_pid(dir.path(), "sleepy");
+    assert!(group_exists(pgid));
+
+    let asked = tokio::time::Instant::now();
+    session.kill("sleepy");
+    let killing = session.expect_and_ack(TaskState::Killing).await;
+    assert_eq!(killing.reason(), StatusReason::ReasonTaskKilled);
+    session.expect_and_ack(TaskState::Killed).await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        asked.elapsed()
+    );
+    wait_until(|| !group_exists(pgid)).await;
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_task_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let (master, mut sessions) = start_master().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = RunningAgent::start(master, dir.path(), |_| {}).await;
+    let mut session = next_session(&mut sessions).await;
+    let mut t = task("stubborn", "trap '' TERM; sleep 100 & wait; wait; wait");
+    t.kill_policy = Some(v1::KillPolicy {
+        grace_period_seconds: Some(0.5),
+    });
+    session.run(t);
+    session.expect_and_ack(TaskState::Starting).await;
+    session.expect_and_ack(TaskState::Running).await;
+    let pgid = task_pid(dir.path(), "stubborn");
+    let asked = tokio::time::Instant::now();
+    session.kill("stubborn");
+    session.expect_and_ack(TaskState::Killing).await;
+    let killed = session.expect_and_ack(TaskState::Killed).await;
+    assert!(asked.elapsed() >= Duration::from_millis(500));
+    assert!(killed.message.contains("signal 9"), "{}", killed.message);
+    wait_until(|| !group_exists(pgid)).await;
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_task_with_a_container_fails_as_containerizer_unavailable() {
+    let (master, mut sessions) = start_master().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = RunningAgent::start(master, dir.path(), |_| {}).await;
+    let mut session = next_session(&mut sessions).await;
+    let mut t = task("docker", "true");
+    t.container = Some(v1::ContainerInfo {
+        kind: Some(v1::container_info::Kind::Docker(v1::DockerInfo {
+            image: "busybox".into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    });
+    session.run(t);
+    let failed = session.expect_and_ack(TaskState::Failed).await;
+    assert_eq!(failed.reason(), StatusReason::ReasonContainerizerUnavailable);
+    assert_eq!(failed.message, "docker containerizer not enabled");
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn framework_messages_are_appended_to_the_task_mailbox() {
+    let (master, mut sessions) = start_master().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = RunningAgent::start(master, dir.path(), |_| {}).await;
+    let mut session = next_session(&mut sessions).await;
+    session.run_task("mbox", "sleep 100");
+    session.expect_and_ack(TaskState::Starting).await;
+    session.expect_and_ack(TaskState::Running).await;
+    for data in ["hello", "world"] {
+        session.send(v1::master_message::Message::FrameworkMessage(
+            v1::FrameworkToAgentMessage {
+                framework_id: FRAMEWORK.into(),
+                task_id: "mbox".into(),
+                data: data.as_bytes().to_vec(),
+            },
+        ));
+    }
+    let runs = dir.path().join("sandboxes").join(FRAMEWORK).join("mbox");
+    let sandbox = std::fs::read_dir(runs).unwrap().next().unwrap().unwrap().path();
+    let mailbox = sandbox.join(".agora/messages");
+    wait_until(|| std::fs::read_to_string(&mailbox).is_ok_and(|m| m == "hello\nworld\n")).await;
+    session.send(v1::master_message::Message::ShutdownFramework(
+        v1::ShutdownFramework {
+            framework_id: FRAMEWORK.into(),
+        },
+    ));
+    let killing = session.expect_and_ack(TaskState::Killing).await;
+    assert_eq!(killing.reason(), StatusReason::ReasonFrameworkRemoved);
+    session.expect_and_ack(TaskState::Killed).await;
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_restarted_agent_reattaches_running_tasks_and_reports_ones_that_ended_while_down() {
+    let (master, mut sessions) = start_master().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = RunningAgent::start(master, dir.path(), |_| {}).await;
+    let mut session = next_session(&mut sessions).await;
+    session.run_task("long", "sleep 100");
+    session.expect_and_ack(TaskState::Starting).await;
+    let mut seen = vec![session.expect_and_ack(TaskState::Running).await.uuid];
+    session.run_task("short", "sleep 1; exit 7");
+    session.expect_and_ack(TaskState::Starting).await;
+    seen.push(session.expect_and_ack(TaskState::Running).await.uuid);
+    let long_pid = task_pid(dir.path(), "long");
+    agent.stop().await;
+
+    // "short" ends while no agent runs; "long" keeps running.
+    let runs = dir.path().join("sandboxes").join(FRAMEWORK).join("short");
+    let short = std::fs::read_dir(runs).unwrap().next().unwrap().unwrap().path();
+    wait_until(|| short.join(".agora/exit_status.json").exists()).await;
+    assert!(group_exists(long_pid));
+
+    let agent = RunningAgent::start(master, dir.path(), |_| {}).await;
+    let mut session = next_session(&mut sessions).await;
+    assert_eq!(session.register.agent.as_ref().unwrap().id, "agent-1");
+    let mut reported: Vec<(String, TaskState)> = session
+        .register
+        .tasks
+        .iter()
+        .map(|t| {
+            (
+                t.info.as_ref().unwrap().task_id.clone(),
+                t.status.as_ref().unwrap().state(),
+            )
+        })
+        .collect();
+    reported.sort();
+    assert_eq!(reported.len(), 2, "{reported:?}");
+    assert_eq!(reported[0], ("long".to_owned(), TaskState::Running));
+    assert_eq!(session.register.frameworks.len(), 1);
+    assert_eq!(session.register.frameworks[0].id, FRAMEWORK);
+
+    // An acknowledgement still in flight when the agent stopped may be lost:
+    // then the update is simply delivered again (at least once).
+    let mut failed = session.next_update().await;
+    while seen.contains(&failed.uuid) {
+        session.ack(&failed);
+        failed = session.next_update().await;
+    }
+    session.ack(&failed);
+    assert_eq!(failed.state(), TaskState::Failed);
+    assert_eq!(failed.task_id, "short");
+    assert_eq!(failed.exit_code, Some(7));
+
+    // The running task was not restarted.
+    assert_eq!(task_pid(dir.path(), "long"), long_pid);
+    assert!(group_exists(long_pid));
+    session.kill("long");
+    session.expect_and_ack(TaskState::Killing).await;
+    session.expect_and_ack(TaskState::Killed).await;
+    wait_until(|| !group_exists(long_pid)).await;
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn the_agent_reconnects_and_resends_pending_updates_after_the_stream_ends() {
+    let (master, mut sessions) = start_master().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = RunningAgent::start(master, dir.path(), |_| {}).await;
+    let mut session = next_session(&mut sessions).await;
+    session.run_task("ok", "sleep 100");
+    let starting = session.next_update().await;
+    assert_eq!(starting.state(), TaskState::Starting);
+    // The master drops the stream without acknowledging.
+    session
+        .down
+        .send(Err(tonic::Status::unavailable("master restarting")))
+        .unwrap();
+    let mut session = next_session(&mut sessions).await;
+    assert_eq!(session.register.agent.as_ref().unwrap().id, "agent-1");
+    assert_eq!(session.register.tasks.len(), 1);
+    let again = session.next_update().await;
+    assert_eq!(again.uuid, starting.uuid);
+    session.ack(&again);
+    session.expect_and_ack(TaskState::Running).await;
+    session.kill("ok");
+    session.expect_and_ack(TaskState::Killing).await;
+    session.expect_and_ack(TaskState::Killed).await;
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn bad_attributes_are_an_error_from_run() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = AgentConfig::new(
+        vec!["127.0.0.1:1".into()],
+        listener.local_addr().unwrap(),
+        dir.path().into(),
+    );
+    config.attributes = Some("rack".into());
+    let err = agora_agent::run(config, listener, std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AgentError::Attributes(_)), "{err}");
+}

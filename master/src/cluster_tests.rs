@@ -1,0 +1,541 @@
+//! The master's steps and timers, driven without the network and with
+//! paused time.
+
+use super::*;
+
+const DELAY: Duration = Duration::from_millis(5);
+
+fn config() -> MasterConfig {
+    let mut c = MasterConfig::new("127.0.0.1:0".parse().unwrap(), "unused".into());
+    c.allocation_delay = DELAY;
+    c.agent_timeout = Duration::from_secs(15);
+    c.framework_heartbeat_interval = Duration::from_secs(3600);
+    c
+}
+
+fn master(config: MasterConfig) -> Master {
+    Master::new(config, "master-1".into(), Metrics::new(), Instant::now())
+}
+
+fn agent_info(id: &str) -> v1::AgentInfo {
+    v1::AgentInfo {
+        id: id.into(),
+        hostname: "host-1".into(),
+        resources: Resources::parse("cpus:4;mem:1024;ports:[31000-31009]")
+            .unwrap()
+            .to_proto(),
+        ..Default::default()
+    }
+}
+
+fn register(m: &mut Master, id: &str, conn: u64, tasks: Vec<v1::Task>) -> AgentId {
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let register = v1::Register {
+        agent: Some(agent_info(id)),
+        tasks,
+        frameworks: vec![],
+    };
+    m.register_agent(register, conn, tx, Instant::now()).unwrap()
+}
+
+fn framework_info(failover: f64) -> v1::FrameworkInfo {
+    v1::FrameworkInfo {
+        name: "fw".into(),
+        failover_timeout_seconds: failover,
+        ..Default::default()
+    }
+}
+
+fn subscribe(m: &mut Master, info: v1::FrameworkInfo) -> Caller {
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let (framework_id, stream_id) = m.subscribe(info, vec![], tx, Instant::now()).unwrap();
+    Caller {
+        framework_id,
+        stream_id,
+    }
+}
+
+fn framework_events(effects: &[Effect], fid: &FrameworkId) -> Vec<event::Event> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::ToFramework(f, ev) if f == fid => Some(ev.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn agent_messages(effects: &[Effect], aid: &AgentId) -> Vec<master_message::Message> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::ToAgent(a, m) if a == aid => Some(m.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn offers(events: &[event::Event]) -> Vec<v1::Offer> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            event::Event::Offers(o) => Some(o.offers.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn updates(events: &[event::Event]) -> Vec<v1::TaskStatus> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            event::Event::Update(u) => u.status.clone(),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Advances paused time by `d` and runs the due timers.
+async fn advance(m: &mut Master, d: Duration) -> Vec<Effect> {
+    tokio::time::advance(d).await;
+    m.tick(Instant::now());
+    m.take_effects()
+}
+
+/// A cluster with one agent and one subscribed framework holding an offer.
+async fn with_offer(config: MasterConfig, failover: f64) -> (Master, AgentId, Caller, v1::Offer) {
+    let mut m = master(config);
+    let agent = register(&mut m, "", 1, vec![]);
+    let caller = subscribe(&mut m, framework_info(failover));
+    m.take_effects();
+    let effects = advance(&mut m, DELAY).await;
+    let offer = offers(&framework_events(&effects, &caller.framework_id)).remove(0);
+    (m, agent, caller, offer)
+}
+
+fn task_info(id: &str, res: &str) -> v1::TaskInfo {
+    v1::TaskInfo {
+        name: id.into(),
+        task_id: id.into(),
+        resources: Resources::parse(res).unwrap().to_proto(),
+        command: Some(v1::CommandInfo {
+            command: Some(v1::command_info::Command::Shell("sleep 100".into())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn accept(m: &mut Master, caller: &Caller, offer: &v1::Offer, tasks: Vec<v1::TaskInfo>) -> Vec<Effect> {
+    let call = Call::Accept {
+        offer_ids: vec![OfferId::parse(&offer.id).unwrap()],
+        operations: vec![v1::Operation {
+            operation: Some(v1::operation::Operation::Launch(v1::Launch { task_infos: tasks })),
+        }],
+        refuse: Duration::ZERO,
+    };
+    m.call(caller, call, Instant::now()).unwrap();
+    m.take_effects()
+}
+
+fn agent_update(m: &mut Master, agent: &AgentId, caller: &Caller, task: &str, state: TaskState, uuid: &[u8]) {
+    let u = v1::StatusUpdate {
+        framework_id: caller.framework_id.to_string(),
+        status: Some(v1::TaskStatus {
+            task_id: task.into(),
+            state: state as i32,
+            source: StatusSource::Agent as i32,
+            uuid: uuid.to_vec(),
+            ..Default::default()
+        }),
+    };
+    m.agent_message(
+        agent,
+        1,
+        v1::agent_message::Message::StatusUpdate(u),
+        Instant::now(),
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn offers_are_made_once_the_allocation_delay_has_passed() {
+    let mut m = master(config());
+    register(&mut m, "", 1, vec![]);
+    let caller = subscribe(&mut m, framework_info(0.0));
+    m.take_effects();
+    m.tick(Instant::now());
+    assert!(offers(&framework_events(&m.take_effects(), &caller.framework_id)).is_empty());
+    let effects = advance(&mut m, DELAY).await;
+    let made = offers(&framework_events(&effects, &caller.framework_id));
+    assert_eq!(made.len(), 1);
+    assert_eq!(made[0].hostname, "host-1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn offers_held_past_the_offer_timeout_are_rescinded_and_offered_again() {
+    let mut c = config();
+    c.offer_timeout = Some(Duration::from_secs(10));
+    let (mut m, _, caller, offer) = with_offer(c, 0.0).await;
+    let effects = advance(&mut m, Duration::from_secs(9)).await;
+    assert!(framework_events(&effects, &caller.framework_id).is_empty());
+    let effects = advance(&mut m, Duration::from_secs(1)).await;
+    let events = framework_events(&effects, &caller.framework_id);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, event::Event::Rescind(r) if r.offer_id == offer.id))
+    );
+    let effects = advance(&mut m, DELAY).await;
+    assert_eq!(offers(&framework_events(&effects, &caller.framework_id)).len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_declined_agent_is_not_offered_again_until_the_refuse_filter_expires() {
+    let (mut m, _, caller, offer) = with_offer(config(), 0.0).await;
+    let decline = Call::Decline {
+        offer_ids: vec![OfferId::parse(&offer.id).unwrap()],
+        refuse: Duration::from_secs(5),
+    };
+    m.call(&caller, decline, Instant::now()).unwrap();
+    let effects = advance(&mut m, Duration::from_secs(4)).await;
+    assert!(offers(&framework_events(&effects, &caller.framework_id)).is_empty());
+    let effects = advance(&mut m, Duration::from_secs(1)).await;
+    assert_eq!(offers(&framework_events(&effects, &caller.framework_id)).len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn revive_clears_the_refuse_filter() {
+    let (mut m, _, caller, offer) = with_offer(config(), 0.0).await;
+    let decline = Call::Decline {
+        offer_ids: vec![OfferId::parse(&offer.id).unwrap()],
+        refuse: Duration::from_secs(60),
+    };
+    m.call(&caller, decline, Instant::now()).unwrap();
+    m.call(&caller, Call::Revive { roles: vec![] }, Instant::now())
+        .unwrap();
+    let effects = advance(&mut m, DELAY).await;
+    assert_eq!(offers(&framework_events(&effects, &caller.framework_id)).len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_suppressed_framework_gets_no_offers() {
+    let (mut m, _, caller, offer) = with_offer(config(), 0.0).await;
+    m.call(&caller, Call::Suppress { roles: vec![] }, Instant::now())
+        .unwrap();
+    let decline = Call::Decline {
+        offer_ids: vec![OfferId::parse(&offer.id).unwrap()],
+        refuse: Duration::ZERO,
+    };
+    m.call(&caller, decline, Instant::now()).unwrap();
+    let effects = advance(&mut m, Duration::from_secs(10)).await;
+    assert!(offers(&framework_events(&effects, &caller.framework_id)).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_accepted_task_is_sent_to_its_agent_and_the_rest_is_offered_again() {
+    let (mut m, agent, caller, offer) = with_offer(config(), 0.0).await;
+    let effects = accept(&mut m, &caller, &offer, vec![task_info("t1", "cpus:1;mem:128")]);
+    let msgs = agent_messages(&effects, &agent);
+    assert!(matches!(&msgs[..], [master_message::Message::RunTask(r)]
+        if r.task.as_ref().unwrap().agent_id == agent.as_str()));
+    let effects = advance(&mut m, DELAY).await;
+    let made = offers(&framework_events(&effects, &caller.framework_id));
+    let rest = Resources::from_proto(&made[0].resources).unwrap();
+    assert_eq!(
+        rest,
+        Resources::parse("cpus:3;mem:896;ports:[31000-31009]").unwrap()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_accept_with_a_rescinded_offer_drops_its_tasks() {
+    let (mut m, _, caller, mut offer) = with_offer(config(), 0.0).await;
+    offer.id = "offer-gone".into();
+    let effects = accept(&mut m, &caller, &offer, vec![task_info("t1", "cpus:1")]);
+    let ups = updates(&framework_events(&effects, &caller.framework_id));
+    assert_eq!(ups.len(), 1);
+    assert_eq!(ups[0].state, TaskState::Dropped as i32);
+    assert_eq!(ups[0].reason, StatusReason::ReasonInvalidOffers as i32);
+    assert!(ups[0].uuid.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn agent_updates_are_forwarded_and_acknowledgements_go_back_to_the_agent() {
+    let (mut m, agent, caller, offer) = with_offer(config(), 0.0).await;
+    accept(&mut m, &caller, &offer, vec![task_info("t1", "cpus:4")]);
+    agent_update(&mut m, &agent, &caller, "t1", TaskState::Running, b"u1");
+    let ups = updates(&framework_events(&m.take_effects(), &caller.framework_id));
+    assert_eq!(ups[0].state, TaskState::Running as i32);
+    assert_eq!(ups[0].uuid, b"u1");
+    let ack = Call::Acknowledge {
+        agent_id: agent.clone(),
+        task_id: TaskId::parse("t1").unwrap(),
+        uuid: b"u1".to_vec(),
+    };
+    m.call(&caller, ack, Instant::now()).unwrap();
+    let msgs = agent_messages(&m.take_effects(), &agent);
+    assert!(matches!(&msgs[..], [master_message::Message::Acknowledge(a)] if a.uuid == b"u1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_terminal_update_returns_the_tasks_resources_and_its_ack_completes_the_task() {
+    let (mut m, agent, caller, offer) = with_offer(config(), 0.0).await;
+    accept(&mut m, &caller, &offer, vec![task_info("t1", "cpus:1")]);
+    advance(&mut m, DELAY).await; // the unused part is offered
+    agent_update(&mut m, &agent, &caller, "t1", TaskState::Finished, b"u2");
+    let effects = advance(&mut m, DELAY).await;
+    let made = offers(&framework_events(&effects, &caller.framework_id));
+    assert_eq!(
+        Resources::from_proto(&made[0].resources).unwrap(),
+        Resources::parse("cpus:1").unwrap()
+    );
+    assert_eq!(m.state_json()["tasks"].as_array().unwrap().len(), 1);
+    let ack = Call::Acknowledge {
+        agent_id: agent,
+        task_id: TaskId::parse("t1").unwrap(),
+        uuid: b"u2".to_vec(),
+    };
+    m.call(&caller, ack, Instant::now()).unwrap();
+    let state = m.state_json();
+    assert!(state["tasks"].as_array().unwrap().is_empty());
+    assert_eq!(state["completed_tasks"][0]["state"], "TASK_FINISHED");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_agent_becomes_unreachable_and_its_tasks_too() {
+    let (mut m, agent, caller, offer) = with_offer(config(), 0.0).await;
+    accept(&mut m, &caller, &offer, vec![task_info("t1", "cpus:1")]);
+    let effects = advance(&mut m, DELAY).await;
+    let second = offers(&framework_events(&effects, &caller.framework_id)).remove(0);
+    let effects = advance(
+        &mut m,
+        Duration::from_secs(15) - DELAY * 2 - Duration::from_millis(1),
+    )
+    .await;
+    assert!(framework_events(&effects, &caller.framework_id).is_empty());
+    let effects = advance(&mut m, Duration::from_millis(1)).await;
+    let events = framework_events(&effects, &caller.framework_id);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, event::Event::Rescind(r) if r.offer_id == second.id))
+    );
+    let ups = updates(&events);
+    assert_eq!(ups.len(), 1);
+    assert_eq!(ups[0].state, TaskState::Unreachable as i32);
+    assert_eq!(ups[0].reason, StatusReason::ReasonAgentUnreachable as i32);
+    assert_eq!(ups[0].source, StatusSource::Master as i32);
+    assert!(ups[0].uuid.is_empty());
+    assert_eq!(m.state_json()["agents"][0]["status"], "unreachable");
+    let _ = agent;
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeats_keep_an_agent_reachable() {
+    let mut m = master(config());
+    let agent = register(&mut m, "", 1, vec![]);
+    for _ in 0..4 {
+        advance(&mut m, Duration::from_secs(10)).await;
+        m.agent_message(
+            &agent,
+            1,
+            v1::agent_message::Message::Heartbeat(v1::AgentHeartbeat {}),
+            Instant::now(),
+        );
+    }
+    assert_eq!(m.state_json()["agents"][0]["status"], "active");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_agent_that_re_registers_gets_its_tasks_back() {
+    let (mut m, agent, caller, offer) = with_offer(config(), 0.0).await;
+    accept(&mut m, &caller, &offer, vec![task_info("t1", "cpus:1")]);
+    advance(&mut m, Duration::from_secs(16)).await;
+    let running = v1::Task {
+        info: Some(task_info("t1", "cpus:1")),
+        framework_id: caller.framework_id.to_string(),
+        status: Some(v1::TaskStatus {
+            task_id: "t1".into(),
+            state: TaskState::Running as i32,
+            ..Default::default()
+        }),
+    };
+    let orphan = v1::Task {
+        info: Some(task_info("t9", "cpus:1")),
+        framework_id: "fw-never-heard-of".into(),
+        status: None,
+    };
+    register(&mut m, agent.as_str(), 2, vec![running, orphan]);
+    let effects = m.take_effects();
+    let ups = updates(&framework_events(&effects, &caller.framework_id));
+    assert_eq!(ups.len(), 1);
+    assert_eq!(ups[0].state, TaskState::Running as i32);
+    assert_eq!(ups[0].reason, StatusReason::ReasonAgentReregistered as i32);
+    let msgs = agent_messages(&effects, &agent);
+    assert!(matches!(&msgs[0], master_message::Message::Registered(r) if r.agent_id == agent.as_str()));
+    assert!(matches!(&msgs[1], master_message::Message::KillTask(k) if k.task_id == "t9"));
+    // The re-adopted task's resources are used: only 3 cpus are offered.
+    let effects = advance(&mut m, DELAY).await;
+    let made = offers(&framework_events(&effects, &caller.framework_id));
+    assert_eq!(
+        Resources::from_proto(&made[0].resources)
+            .unwrap()
+            .get_scalar("cpus"),
+        3.0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_disconnected_framework_is_removed_when_its_failover_timeout_expires() {
+    let (mut m, agent, caller, offer) = with_offer(config(), 10.0).await;
+    accept(&mut m, &caller, &offer, vec![task_info("t1", "cpus:1")]);
+    m.framework_disconnected(&caller.framework_id, &caller.stream_id, Instant::now());
+    let effects = advance(&mut m, Duration::from_secs(9)).await;
+    assert!(agent_messages(&effects, &agent).is_empty());
+    let effects = advance(&mut m, Duration::from_secs(1)).await;
+    let msgs = agent_messages(&effects, &agent);
+    assert!(matches!(&msgs[0], master_message::Message::KillTask(k) if k.task_id == "t1"));
+    assert!(matches!(&msgs[1], master_message::Message::ShutdownFramework(_)));
+    assert!(effects.iter().any(|e| matches!(e, Effect::Persist(w)
+        if w == &vec![Write::delete(framework_key(&caller.framework_id))])));
+    assert!(m.state_json()["frameworks"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_framework_that_re_subscribes_in_time_keeps_its_tasks_and_gets_unacked_updates_again() {
+    let (mut m, agent, caller, offer) = with_offer(config(), 10.0).await;
+    accept(&mut m, &caller, &offer, vec![task_info("t1", "cpus:1")]);
+    m.framework_disconnected(&caller.framework_id, &caller.stream_id, Instant::now());
+    agent_update(&mut m, &agent, &caller, "t1", TaskState::Running, b"u1");
+    advance(&mut m, Duration::from_secs(9)).await;
+    let mut info = framework_info(10.0);
+    info.id = caller.framework_id.to_string();
+    let again = subscribe(&mut m, info);
+    assert_eq!(again.framework_id, caller.framework_id);
+    assert_ne!(again.stream_id, caller.stream_id);
+    let events = framework_events(&m.take_effects(), &caller.framework_id);
+    assert!(matches!(&events[0], event::Event::Subscribed(_)));
+    let ups = updates(&events);
+    assert_eq!(ups[0].uuid, b"u1");
+    let effects = advance(&mut m, Duration::from_secs(5)).await;
+    assert!(agent_messages(&effects, &agent).is_empty());
+    assert_eq!(m.state_json()["tasks"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_with_a_stale_stream_or_unknown_framework_are_refused() {
+    let mut m = master(config());
+    let caller = subscribe(&mut m, framework_info(10.0));
+    let mut info = framework_info(10.0);
+    info.id = caller.framework_id.to_string();
+    let _new = subscribe(&mut m, info);
+    let err = m
+        .call(&caller, Call::Revive { roles: vec![] }, Instant::now())
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    let stranger = Caller {
+        framework_id: FrameworkId::parse("fw-unknown").unwrap(),
+        stream_id: caller.stream_id.clone(),
+    };
+    let err = m
+        .call(&stranger, Call::Revive { roles: vec![] }, Instant::now())
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test(start_paused = true)]
+async fn re_subscribing_with_an_unknown_id_is_not_found() {
+    let mut m = master(config());
+    let mut info = framework_info(0.0);
+    info.id = "fw-unknown".into();
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let err = m.subscribe(info, vec![], tx, Instant::now()).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test(start_paused = true)]
+async fn killing_an_unknown_task_answers_task_lost() {
+    let mut m = master(config());
+    let caller = subscribe(&mut m, framework_info(0.0));
+    m.take_effects();
+    let kill = Call::Kill {
+        task_id: TaskId::parse("nope").unwrap(),
+        kill_policy: None,
+    };
+    m.call(&caller, kill, Instant::now()).unwrap();
+    let ups = updates(&framework_events(&m.take_effects(), &caller.framework_id));
+    assert_eq!(ups[0].state, TaskState::Lost as i32);
+    assert_eq!(ups[0].reason, StatusReason::ReasonTaskUnknown as i32);
+}
+
+#[tokio::test(start_paused = true)]
+async fn killing_a_known_task_asks_its_agent() {
+    let (mut m, agent, caller, offer) = with_offer(config(), 0.0).await;
+    accept(&mut m, &caller, &offer, vec![task_info("t1", "cpus:1")]);
+    let kill = Call::Kill {
+        task_id: TaskId::parse("t1").unwrap(),
+        kill_policy: None,
+    };
+    m.call(&caller, kill, Instant::now()).unwrap();
+    let msgs = agent_messages(&m.take_effects(), &agent);
+    assert!(matches!(&msgs[..], [master_message::Message::KillTask(k)] if k.task_id == "t1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconciliation_answers_latest_states_and_unknown_for_unknown_tasks() {
+    let (mut m, agent, caller, offer) = with_offer(config(), 0.0).await;
+    accept(&mut m, &caller, &offer, vec![task_info("t1", "cpus:1")]);
+    agent_update(&mut m, &agent, &caller, "t1", TaskState::Running, b"u1");
+    m.take_effects();
+    m.call(&caller, Call::Reconcile { tasks: vec![] }, Instant::now())
+        .unwrap();
+    let ups = updates(&framework_events(&m.take_effects(), &caller.framework_id));
+    assert_eq!(ups.len(), 1);
+    assert_eq!(ups[0].state, TaskState::Running as i32);
+    assert_eq!(ups[0].reason, StatusReason::ReasonReconciliation as i32);
+    assert!(ups[0].uuid.is_empty());
+    let explicit = Call::Reconcile {
+        tasks: vec![TaskId::parse("t1").unwrap(), TaskId::parse("zz").unwrap()],
+    };
+    m.call(&caller, explicit, Instant::now()).unwrap();
+    let ups = updates(&framework_events(&m.take_effects(), &caller.framework_id));
+    assert_eq!(ups[1].task_id, "zz");
+    assert_eq!(ups[1].state, TaskState::Lost as i32);
+}
+
+#[tokio::test(start_paused = true)]
+async fn teardown_kills_the_frameworks_tasks_and_forgets_it() {
+    let (mut m, agent, caller, offer) = with_offer(config(), 100.0).await;
+    accept(&mut m, &caller, &offer, vec![task_info("t1", "cpus:1")]);
+    m.call(&caller, Call::Teardown, Instant::now()).unwrap();
+    let msgs = agent_messages(&m.take_effects(), &agent);
+    assert!(matches!(&msgs[0], master_message::Message::KillTask(_)));
+    let err = m
+        .call(&caller, Call::Revive { roles: vec![] }, Instant::now())
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test(start_paused = true)]
+async fn frameworks_recovered_from_the_registry_are_removed_if_they_never_come_back() {
+    let mut m = master(config());
+    let mut info = framework_info(30.0);
+    info.id = "fw-old".into();
+    m.recover_framework(info, Instant::now());
+    assert_eq!(m.state_json()["frameworks"][0]["status"], "disconnected");
+    advance(&mut m, Duration::from_secs(30)).await;
+    assert!(m.state_json()["frameworks"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn framework_heartbeats_are_sent_every_interval() {
+    let mut c = config();
+    c.framework_heartbeat_interval = Duration::from_secs(15);
+    let mut m = master(c);
+    let caller = subscribe(&mut m, framework_info(0.0));
+    m.take_effects();
+    let effects = advance(&mut m, Duration::from_secs(15)).await;
+    let events = framework_events(&effects, &caller.framework_id);
+    assert!(events.iter().any(|e| matches!(e, event::Event::Heartbeat(_))));
+}
