@@ -649,6 +649,7 @@ impl Agent {
             message: Some(v1::agent_message::Message::StatusUpdate(v1::StatusUpdate {
                 framework_id: key.0.clone(),
                 status: Some(head.clone()),
+                latest_state: record.latest.state,
             })),
         };
         if link.send(message).is_err() {

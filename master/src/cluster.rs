@@ -146,6 +146,10 @@ struct Task {
     status: v1::TaskStatus,
     /// The latest agent update the framework has not acknowledged yet.
     unacked: Option<v1::TaskStatus>,
+    /// Whether the task's resources went back to the allocator: once its
+    /// newest state on the agent (`StatusUpdate.latest_state`) is terminal,
+    /// which may be before the framework has seen that state.
+    released: bool,
 }
 
 impl Task {
@@ -739,6 +743,7 @@ impl Master {
                     resources: launch.resources,
                     status,
                     unacked: None,
+                    released: false,
                 },
             );
             self.send_to_agent(
@@ -851,15 +856,18 @@ impl Master {
             status.agent_id = agent.as_str().to_owned();
             // The agent resends whatever is unacknowledged on its own.
             let unacked = None;
-            let task = Task {
+            let mut task = Task {
                 info,
                 framework_id: fid.clone(),
                 agent_id: agent.clone(),
                 resources,
                 status,
                 unacked,
+                released: false,
             };
-            if !is_terminal(task.state()) {
+            if is_terminal(task.state()) {
+                task.released = true;
+            } else {
                 self.allocator.add_used(&fid, agent, &task.resources);
             }
             if was_unreachable {
@@ -986,14 +994,21 @@ impl Master {
         status.agent_id = agent.as_str().to_owned();
         let state = TaskState::try_from(status.state).unwrap_or(TaskState::Unspecified);
         let key = (fid.clone(), tid);
+        // The agent's newest state for the task; later than `state` when
+        // updates queue behind an unacknowledged one.
+        let latest = TaskState::try_from(u.latest_state)
+            .ok()
+            .filter(|s| *s != TaskState::Unspecified)
+            .unwrap_or(state);
         let framework_known = self.frameworks.contains_key(&fid);
         if let Some(task) = self.tasks.get_mut(&key) {
-            let was_terminal = is_terminal(task.state());
             task.status = status.clone();
             if !status.uuid.is_empty() {
                 task.unacked = Some(status.clone());
             }
-            let release = (!was_terminal && is_terminal(state)).then(|| task.resources.clone());
+            let ended = is_terminal(state) || is_terminal(latest);
+            let release = (ended && !task.released).then(|| task.resources.clone());
+            task.released |= ended;
             if let Some(resources) = release {
                 let task_agent = task.agent_id.clone();
                 self.allocator.release(&fid, &task_agent, &resources);
@@ -1008,6 +1023,18 @@ impl Master {
         }
         if framework_known {
             self.send_to_framework(&fid, update(status));
+        } else if !status.uuid.is_empty() {
+            // Nobody is left to acknowledge updates of a removed framework:
+            // the master does, so the agent's queue drains (and the task's
+            // terminal update, which frees its resources, gets through).
+            self.send_to_agent(
+                agent,
+                master_message::Message::Acknowledge(v1::AcknowledgeUpdate {
+                    framework_id: fid.as_str().to_owned(),
+                    task_id: status.task_id.clone(),
+                    uuid: status.uuid.clone(),
+                }),
+            );
         }
     }
 

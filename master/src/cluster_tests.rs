@@ -140,7 +140,21 @@ fn accept(m: &mut Master, caller: &Caller, offer: &v1::Offer, tasks: Vec<v1::Tas
 }
 
 fn agent_update(m: &mut Master, agent: &AgentId, caller: &Caller, task: &str, state: TaskState, uuid: &[u8]) {
+    agent_update_with_latest(m, agent, caller, task, state, TaskState::Unspecified, uuid);
+}
+
+/// An agent update whose task has since moved on to `latest` on the agent.
+fn agent_update_with_latest(
+    m: &mut Master,
+    agent: &AgentId,
+    caller: &Caller,
+    task: &str,
+    state: TaskState,
+    latest: TaskState,
+    uuid: &[u8],
+) {
     let u = v1::StatusUpdate {
+        latest_state: latest as i32,
         framework_id: caller.framework_id.to_string(),
         status: Some(v1::TaskStatus {
             task_id: task.into(),
@@ -538,4 +552,45 @@ async fn framework_heartbeats_are_sent_every_interval() {
     let effects = advance(&mut m, Duration::from_secs(15)).await;
     let events = framework_events(&effects, &caller.framework_id);
     assert!(events.iter().any(|e| matches!(e, event::Event::Heartbeat(_))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_that_ended_on_its_agent_frees_its_resources_before_the_framework_hears_of_it() {
+    let (mut m, agent, caller, offer) = with_offer(config(), 0.0).await;
+    accept(&mut m, &caller, &offer, vec![task_info("t1", "cpus:1")]);
+    advance(&mut m, DELAY).await; // the unused part is offered
+    // RUNNING is still unacknowledged, but the task has already finished.
+    agent_update_with_latest(&mut m, &agent, &caller, "t1", TaskState::Running, TaskState::Finished, b"u1");
+    let effects = advance(&mut m, DELAY).await;
+    let events = framework_events(&effects, &caller.framework_id);
+    assert_eq!(updates(&events)[0].state(), TaskState::Running, "the update is forwarded as it is");
+    let made = offers(&events);
+    assert_eq!(
+        Resources::from_proto(&made[0].resources).unwrap(),
+        Resources::parse("cpus:1").unwrap(),
+        "the finished task's cpu is offered again"
+    );
+    // The FINISHED update that follows does not free the resources twice.
+    agent_update(&mut m, &agent, &caller, "t1", TaskState::Finished, b"u2");
+    let effects = advance(&mut m, DELAY).await;
+    assert!(offers(&framework_events(&effects, &caller.framework_id)).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn updates_for_a_removed_framework_are_acknowledged_by_the_master() {
+    let (mut m, agent, caller, offer) = with_offer(config(), 0.0).await;
+    accept(&mut m, &caller, &offer, vec![task_info("t1", "cpus:1")]);
+    let teardown = m.call(&caller, Call::Teardown, Instant::now());
+    assert!(teardown.is_ok());
+    m.take_effects();
+    agent_update(&mut m, &agent, &caller, "t1", TaskState::Killing, b"u1");
+    let msgs = agent_messages(&m.take_effects(), &agent);
+    assert!(
+        msgs.iter().any(|msg| matches!(msg, master_message::Message::Acknowledge(a) if a.uuid == b"u1")),
+        "the agent's queue would wait forever: {msgs:?}"
+    );
+    agent_update(&mut m, &agent, &caller, "t1", TaskState::Killed, b"u2");
+    let msgs = agent_messages(&m.take_effects(), &agent);
+    assert!(msgs.iter().any(|msg| matches!(msg, master_message::Message::Acknowledge(a) if a.uuid == b"u2")));
+    assert!(m.state_json()["tasks"].as_array().unwrap().is_empty());
 }
