@@ -9,6 +9,7 @@ use crate::harness::*;
 #[tokio::test]
 async fn agora_local_runs_a_master_and_two_agents_with_disjoint_ports() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let _sweep = Sweep(dir.path().to_path_buf());
     let work = dir.path().join("data").display().to_string();
     let local = Process::start(
         dir.path(),
@@ -50,11 +51,6 @@ async fn agora_local_runs_a_master_and_two_agents_with_disjoint_ports() {
     fw.launch(&[&offers[0]], vec![shell_task("t1", "true", 0.1, 16.0)])
         .await;
     fw.update("t1", TaskState::Finished).await;
-    drop(fw);
-    drop(local);
-    for pid in processes_under(dir.path()) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-    }
 }
 
 #[tokio::test]
@@ -148,4 +144,50 @@ fn bad_flags_are_refused_before_anything_starts() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cpus"), "the error names the bad resource: {err}");
+}
+
+#[tokio::test]
+async fn a_restarted_agora_local_picks_up_its_running_tasks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _sweep = Sweep(dir.path().to_path_buf());
+    let work = dir.path().join("data").display().to_string();
+    let args = [
+        "local",
+        "--work-dir",
+        &work,
+        "--master-listen",
+        "127.0.0.1:0",
+        "--agent-base-port",
+        "0",
+    ];
+    let mut local = Process::start(dir.path(), "local", args.iter().map(|s| s.to_string()).collect()).await;
+    let mut fw = Framework::subscribe(local.addr, framework_info("e2e", 300.0)).await;
+    let offers = fw.offers().await;
+    fw.launch(
+        &[&offers[0]],
+        vec![shell_task("t1", "echo $$ > pid; exec sleep 300", 0.1, 16.0)],
+    )
+    .await;
+    fw.update("t1", TaskState::Running).await;
+    let id = fw.id.clone();
+    drop(fw);
+
+    local.restart().await;
+    let mut info = framework_info("e2e", 300.0);
+    info.id = id;
+    let mut fw = Framework::subscribe(local.addr, info).await;
+    // The agents re-register on their own; reconcile until the task is known again.
+    let deadline = tokio::time::Instant::now() + SOON;
+    loop {
+        fw.reconcile(&["t1"]).await;
+        let st = fw.next_update("t1", SOON).await.expect("reconciliation answer");
+        if st.state() == TaskState::Running {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "task not recovered: {st:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

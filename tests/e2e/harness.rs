@@ -62,7 +62,10 @@ impl Process {
         self.crash();
         let mut args = self.args.clone();
         // Bind the same address this time.
-        if let Some(i) = args.iter().position(|a| a == "--listen") {
+        if let Some(i) = args
+            .iter()
+            .position(|a| a == "--listen" || a == "--master-listen")
+        {
             args[i + 1] = self.addr.to_string();
         }
         let offset = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
@@ -248,6 +251,18 @@ impl Drop for Cluster {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Kills every process under a directory when dropped (for tests that start
+/// processes without a `Cluster`).
+pub struct Sweep(pub PathBuf);
+
+impl Drop for Sweep {
+    fn drop(&mut self) {
+        for pid in processes_under(&self.0) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
 }
