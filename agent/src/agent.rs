@@ -4,8 +4,26 @@
 //!
 //! Architecture invariant: every status update is checkpointed before it is
 //! sent, and stays queued until acknowledged.
+//!
+//! The loop never blocks on the disk or on process spawns:
+//!
+//! - **Group commit.** Handling a message only marks the task's checkpoint
+//!   dirty. The loop drains every message that is ready, then hands all dirty
+//!   checkpoints to one background batch ([`WorkDir::write_batch`]); updates
+//!   are sent when the batch that covers them is on disk
+//!   ([`UpdateQueue::mark_durable`]). At most one batch is in flight (a single
+//!   writer), so a task's checkpoints reach the disk in order. Removing the
+//!   checkpoint of a forgotten task goes through the same batches.
+//! - **Launches** run in the blocking pool (a few at a time); the result comes
+//!   back as [`Internal::Launched`]. A kill that arrives meanwhile reports
+//!   KILLING at once and starts the killer when the launch completes.
+//! - **No STARTING for processes.** A task goes from (unreported) STAGING
+//!   straight to RUNNING when its supervisor reports that it started; only a
+//!   containerizer whose start takes time ([`Containerizer::reports_starting`],
+//!   e.g. Docker pulling an image) reports STARTING first.
+//! - Resend deadlines live in an ordered set, not a scan of all tasks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -15,14 +33,15 @@ use std::time::{Duration, SystemTime};
 use agora_proto::state::{is_terminal, mesos_name};
 use agora_proto::v1::{self, StatusReason, TaskState};
 use agora_proto::{AgentId, FrameworkId, Resources, TaskId};
+use prost::Message as _;
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::checkpoint::{TaskCheckpoint, WorkDir};
+use crate::checkpoint::{BatchEntry, CheckpointWrite, TaskCheckpoint, WorkDir};
 use crate::containerizer::{
-    ContainerEvent, Containerizer, EventSender, LaunchSpec, RunRef, SupervisorProcess,
+    ContainerEvent, Containerizer, EventSender, LaunchError, LaunchSpec, RunRef, SupervisorProcess, Watcher,
 };
 use crate::env::{TaskEnvContext, task_environment};
 use crate::supervisor::{ExitRecord, META_DIR};
@@ -30,6 +49,10 @@ use crate::updates::{Ack, UpdateQueue};
 
 /// Longest kill grace period honoured from a kill policy.
 const MAX_GRACE: Duration = Duration::from_secs(3600);
+/// How many launches (sandbox creation + supervisor spawn) run at once.
+const CONCURRENT_LAUNCHES: usize = 8;
+/// How long a stopping agent waits for launches in flight, so it can checkpoint them.
+const SHUTDOWN_LAUNCH_WAIT: Duration = Duration::from_secs(10);
 
 /// Messages to the agent actor.
 #[derive(Debug)]
@@ -51,6 +74,20 @@ pub(crate) enum Command {
     /// Stop: abort watchers (tasks keep running) and return.
     Shutdown,
 }
+
+/// Results of the agent's own background work.
+pub(crate) enum Internal {
+    /// A launch finished (the supervisor runs, or it could not be started).
+    Launched {
+        run: RunRef,
+        result: Result<(SupervisorProcess, Watcher), LaunchError>,
+    },
+}
+
+/// A checkpoint batch in flight: when it completes, the updates of each task
+/// up to the sequence number are durable. Keyed with the run's sandbox, so a
+/// batch never vouches for a later run of a reused task id.
+type Covered = Vec<(TaskKey, PathBuf, u64)>;
 
 /// Fixed facts about this agent.
 #[derive(Debug, Clone)]
@@ -76,6 +113,10 @@ struct TaskRecord {
     queue: UpdateQueue,
     killing: bool,
     kill_reason: StatusReason,
+    /// The grace period of a kill requested while the launch was in flight.
+    kill_grace: Duration,
+    /// The launch is in flight (no supervisor yet).
+    launching: bool,
     /// A terminal update was produced; nothing more will happen to the task.
     ended: bool,
     watcher: Option<JoinHandle<()>>,
@@ -177,6 +218,15 @@ pub(crate) struct Agent {
     link: Option<(mpsc::UnboundedSender<v1::AgentMessage>, String)>,
     tasks: BTreeMap<TaskKey, TaskRecord>,
     events: EventSender,
+    internal: mpsc::UnboundedSender<Internal>,
+    internal_rx: Option<mpsc::UnboundedReceiver<Internal>>,
+    /// Tasks whose checkpoint must be written (or removed, if the task is gone).
+    dirty: BTreeSet<TaskKey>,
+    /// When each sent head is due for a resend. Entries go stale (ack, resend);
+    /// a popped entry is checked against its queue.
+    resends: BTreeSet<(Instant, TaskKey)>,
+    launch_slots: Arc<Semaphore>,
+    launches_in_flight: usize,
 }
 
 impl Agent {
@@ -187,6 +237,7 @@ impl Agent {
         agent_id: Option<String>,
         events: EventSender,
     ) -> Self {
+        let (internal, internal_rx) = mpsc::unbounded_channel();
         Self {
             settings,
             work,
@@ -195,6 +246,12 @@ impl Agent {
             link: None,
             tasks: BTreeMap::new(),
             events,
+            internal,
+            internal_rx: Some(internal_rx),
+            dirty: BTreeSet::new(),
+            resends: BTreeSet::new(),
+            launch_slots: Arc::new(Semaphore::new(CONCURRENT_LAUNCHES)),
+            launches_in_flight: 0,
         }
     }
 
@@ -222,6 +279,8 @@ impl Agent {
                 queue: UpdateQueue::with_pending(self.settings.status_update_retry, cp.pending),
                 killing: cp.killing,
                 kill_reason: StatusReason::ReasonTaskKilled,
+                kill_grace: self.settings.kill_grace_period,
+                launching: false,
                 ended,
                 watcher: None,
                 killer: None,
@@ -270,23 +329,150 @@ impl Agent {
         mut commands: mpsc::UnboundedReceiver<Command>,
         mut events: mpsc::UnboundedReceiver<(RunRef, ContainerEvent)>,
     ) {
-        loop {
+        let Some(mut internal) = self.internal_rx.take() else {
+            tracing::error!("agent loop started twice");
+            return;
+        };
+        let mut flush: Option<JoinHandle<Covered>> = None;
+        'serve: loop {
+            if flush.is_none() {
+                flush = self.start_flush();
+            }
             let due = self.next_resend();
             tokio::select! {
+                biased;
+                done = wait_flush(&mut flush) => {
+                    flush = None;
+                    self.on_flushed(done);
+                }
                 command = commands.recv() => match command {
-                    None | Some(Command::Shutdown) => break,
+                    None | Some(Command::Shutdown) => break 'serve,
                     Some(command) => self.handle(command),
                 },
                 Some((run, event)) = events.recv() => self.on_container_event(run, event),
+                Some(message) = internal.recv() => self.on_internal(message),
                 () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
                     self.resend_due();
                 }
             }
+            // Drain whatever else is ready, so one checkpoint batch covers it all.
+            loop {
+                let mut progressed = false;
+                match commands.try_recv() {
+                    Ok(Command::Shutdown) | Err(mpsc::error::TryRecvError::Disconnected) => break 'serve,
+                    Ok(command) => {
+                        self.handle(command);
+                        progressed = true;
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => {}
+                }
+                while let Ok((run, event)) = events.try_recv() {
+                    self.on_container_event(run, event);
+                    progressed = true;
+                }
+                while let Ok(message) = internal.try_recv() {
+                    self.on_internal(message);
+                    progressed = true;
+                }
+                if !progressed {
+                    break;
+                }
+            }
+        }
+        self.stop(internal, flush).await;
+    }
+
+    /// Lets launches in flight finish and writes the last checkpoints, then
+    /// stops watching tasks (they keep running).
+    async fn stop(
+        &mut self,
+        mut internal: mpsc::UnboundedReceiver<Internal>,
+        flush: Option<JoinHandle<Covered>>,
+    ) {
+        let deadline = Instant::now() + SHUTDOWN_LAUNCH_WAIT;
+        while self.launches_in_flight > 0 {
+            match tokio::time::timeout_at(deadline, internal.recv()).await {
+                Ok(Some(message)) => self.on_internal(message),
+                Ok(None) | Err(_) => {
+                    tracing::warn!(
+                        launches = self.launches_in_flight,
+                        "stopping with launches in flight"
+                    );
+                    break;
+                }
+            }
+        }
+        let mut flush = flush;
+        if flush.is_some() {
+            let done = wait_flush(&mut flush).await;
+            self.on_flushed(done);
+        }
+        if let Some(last) = self.start_flush() {
+            let _ = last.await;
         }
         for record in self.tasks.values_mut() {
             record.abort_background();
         }
         tracing::info!("agent stopped; tasks keep running");
+    }
+
+    /// Starts writing every dirty checkpoint in one background batch; `None` if nothing is dirty.
+    fn start_flush(&mut self) -> Option<JoinHandle<Covered>> {
+        if self.dirty.is_empty() {
+            return None;
+        }
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut batch: Vec<BatchEntry> = Vec::with_capacity(dirty.len());
+        let mut covered: Covered = Vec::with_capacity(dirty.len());
+        for key in dirty {
+            let write = match self.tasks.get(&key) {
+                Some(record) => {
+                    covered.push((key.clone(), record.sandbox.clone(), record.queue.pushed()));
+                    CheckpointWrite::Save(record.checkpoint().encode_to_vec())
+                }
+                None => CheckpointWrite::Remove,
+            };
+            batch.push((key.0, key.1, write));
+        }
+        let work = self.work.clone();
+        Some(tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            work.write_batch(&batch);
+            tracing::debug!(checkpoints = batch.len(), took = ?started.elapsed(), "checkpoint batch written");
+            covered
+        }))
+    }
+
+    /// A checkpoint batch is on disk: send the updates it made durable.
+    fn on_flushed(&mut self, done: Result<Covered, tokio::task::JoinError>) {
+        let covered = match done {
+            Ok(covered) => covered,
+            Err(err) => {
+                // Only a panic in the writer gets here; its tasks' updates wait
+                // for their next checkpoint.
+                tracing::error!(%err, "checkpoint batch failed");
+                return;
+            }
+        };
+        let now = Instant::now();
+        for (key, sandbox, seq) in covered {
+            let Some(record) = self.tasks.get_mut(&key) else {
+                continue;
+            };
+            if record.sandbox != sandbox {
+                continue;
+            }
+            record.queue.mark_durable(seq);
+            if record.queue.is_due(now) {
+                self.send_head(&key);
+            }
+        }
+    }
+
+    fn on_internal(&mut self, message: Internal) {
+        match message {
+            Internal::Launched { run, result } => self.on_launched(run, result),
+        }
     }
 
     fn handle(&mut self, command: Command) {
@@ -414,8 +600,14 @@ impl Agent {
         }
         let run_id = uuid::Uuid::new_v4().simple().to_string();
         let sandbox = self.work.sandbox_path(&key.0, &key.1, &run_id);
-        tracing::info!(task = %key.1, framework = %key.0, sandbox = %sandbox.display(), "launching task");
+        tracing::debug!(task = %key.1, framework = %key.0, sandbox = %sandbox.display(), "launching task");
         let has_container = info.container.is_some();
+        let staging = v1::TaskStatus {
+            task_id: key.1.clone(),
+            state: TaskState::Staging as i32,
+            agent_id: self.agent_id.clone().unwrap_or_default(),
+            ..Default::default()
+        };
         self.tasks.insert(
             key.clone(),
             TaskRecord {
@@ -424,10 +616,12 @@ impl Agent {
                 sandbox: sandbox.clone(),
                 supervisor: None,
                 task_pid: None,
-                latest: v1::TaskStatus::default(),
+                latest: staging,
                 queue: UpdateQueue::new(self.settings.status_update_retry),
                 killing: false,
                 kill_reason: StatusReason::ReasonTaskKilled,
+                kill_grace: self.settings.kill_grace_period,
+                launching: !has_container,
                 ended: false,
                 watcher: None,
                 killer: None,
@@ -445,13 +639,16 @@ impl Agent {
             );
             return;
         }
-        self.update(
-            &key,
-            TaskState::Starting,
-            StatusReason::ReasonUnspecified,
-            String::new(),
-            None,
-        );
+        self.dirty.insert(key.clone());
+        if self.containerizer.reports_starting() {
+            self.update(
+                &key,
+                TaskState::Starting,
+                StatusReason::ReasonUnspecified,
+                String::new(),
+                None,
+            );
+        }
         let Some(record) = self.tasks.get(&key) else {
             return;
         };
@@ -472,25 +669,54 @@ impl Agent {
             task: record.info.clone(),
             env,
         };
-        match self.containerizer.launch(spec, self.events.clone()) {
+        self.launches_in_flight += 1;
+        let containerizer = Arc::clone(&self.containerizer);
+        let events = self.events.clone();
+        let internal = self.internal.clone();
+        let slots = Arc::clone(&self.launch_slots);
+        tokio::spawn(async move {
+            let run = spec.run.clone();
+            // The semaphore is never closed; without a permit, launch anyway.
+            let _permit = slots.acquire_owned().await.ok();
+            let result = tokio::task::spawn_blocking(move || containerizer.launch(spec, events))
+                .await
+                .unwrap_or_else(|join| {
+                    Err(LaunchError::Supervisor(
+                        PathBuf::new(),
+                        std::io::Error::other(join.to_string()),
+                    ))
+                });
+            let _ = internal.send(Internal::Launched { run, result });
+        });
+    }
+
+    /// A launch finished: watch the run (and kill it if a kill came meanwhile), or report the failure.
+    fn on_launched(&mut self, run: RunRef, result: Result<(SupervisorProcess, Watcher), LaunchError>) {
+        self.launches_in_flight = self.launches_in_flight.saturating_sub(1);
+        let key = (run.framework_id, run.task_id);
+        let record = match self.tasks.get_mut(&key) {
+            Some(record) if record.sandbox == run.sandbox && record.launching => record,
+            _ => {
+                // Cannot happen: a launching task is never forgotten.
+                tracing::error!(task = %key.1, "launch finished for a run the agent does not know");
+                return;
+            }
+        };
+        record.launching = false;
+        match result {
             Ok((supervisor, watcher)) => {
-                if let Some(record) = self.tasks.get_mut(&key) {
-                    record.supervisor = Some(supervisor);
-                    record.watcher = Some(watcher);
+                record.supervisor = Some(supervisor);
+                record.watcher = Some(tokio::spawn(watcher));
+                if record.killing {
+                    record.killer = Some(self.containerizer.kill(&record.sandbox, record.kill_grace));
                 }
-                self.checkpoint(&key);
+                self.dirty.insert(key);
             }
             Err(err) => {
                 tracing::warn!(task = %key.1, %err, "task launch failed");
-                self.end(
-                    &key,
-                    Outcome {
-                        state: TaskState::Failed,
-                        reason: StatusReason::ReasonContainerLaunchFailed,
-                        message: err.to_string(),
-                        exit_code: None,
-                    },
-                );
+                let killing = record.killing.then_some(record.kill_reason);
+                let o = outcome(Some(&ExitRecord::LaunchError(err.to_string())), killing, false);
+                self.end(&key, o);
             }
         }
     }
@@ -510,8 +736,13 @@ impl Agent {
             .unwrap_or(default_grace);
         record.killing = true;
         record.kill_reason = reason;
-        record.killer = Some(self.containerizer.kill(&record.sandbox, grace));
-        tracing::info!(task = %key.1, ?grace, "killing task");
+        record.kill_grace = grace;
+        if record.launching {
+            tracing::info!(task = %key.1, ?grace, "killing task once its launch completes");
+        } else {
+            record.killer = Some(self.containerizer.kill(&record.sandbox, grace));
+            tracing::info!(task = %key.1, ?grace, "killing task");
+        }
         self.update(key, TaskState::Killing, reason, String::new(), None);
     }
 
@@ -525,17 +756,21 @@ impl Agent {
             return;
         }
         if record.queue.is_empty() && record.ended {
-            tracing::info!(task = %key.1, "terminal update acknowledged; forgetting task");
+            tracing::debug!(task = %key.1, "terminal update acknowledged; forgetting task");
             if let Some(mut record) = self.tasks.remove(key) {
                 record.abort_background();
             }
-            if let Err(err) = self.work.remove(&key.0, &key.1) {
-                tracing::error!(task = %key.1, %err, "cannot remove task checkpoint");
-            }
+            // Removed with the next batch; until then a restart would resend
+            // the terminal update, which the master treats as a duplicate.
+            self.dirty.insert(key.clone());
             return;
         }
-        self.checkpoint(key);
-        self.send_head(key);
+        // The next update is durable already (or will be sent when it is):
+        // the shorter queue is checkpointed lazily.
+        self.dirty.insert(key.clone());
+        if record.queue.is_due(Instant::now()) {
+            self.send_head(key);
+        }
     }
 
     fn deliver_message(&mut self, key: &TaskKey, data: &[u8]) {
@@ -569,7 +804,7 @@ impl Agent {
         match event {
             ContainerEvent::Started { task_pid } => {
                 record.task_pid = Some(task_pid);
-                if record.state() == TaskState::Starting {
+                if !record.killing && matches!(record.state(), TaskState::Staging | TaskState::Starting) {
                     self.update(
                         &key,
                         TaskState::Running,
@@ -581,7 +816,7 @@ impl Agent {
             }
             ContainerEvent::Exited(exit) => {
                 let killing = record.killing.then_some(record.kill_reason);
-                tracing::info!(task = %key.1, ?exit, "task ended");
+                tracing::debug!(task = %key.1, ?exit, "task ended");
                 self.end(&key, outcome(exit.as_ref(), killing, false));
             }
         }
@@ -597,7 +832,8 @@ impl Agent {
         self.update(key, o.state, o.reason, o.message, o.exit_code);
     }
 
-    /// Produces a status update: queue it, checkpoint, then send it if it is the head.
+    /// Produces a status update: it becomes the task's latest state at once, is
+    /// queued, and is sent once a checkpoint holding it is on disk and it is the head.
     fn update(
         &mut self,
         key: &TaskKey,
@@ -622,21 +858,10 @@ impl Agent {
             exit_code,
             healthy: None,
         };
-        tracing::info!(task = %key.1, state = mesos_name(state), "status update");
+        tracing::debug!(task = %key.1, state = mesos_name(state), "status update");
         record.latest = status.clone();
-        let is_head = record.queue.push(status);
-        self.checkpoint(key);
-        if is_head {
-            self.send_head(key);
-        }
-    }
-
-    fn checkpoint(&self, key: &TaskKey) {
-        if let Some(record) = self.tasks.get(key)
-            && let Err(err) = self.work.save(&key.0, &key.1, &record.checkpoint())
-        {
-            tracing::error!(task = %key.1, %err, "cannot checkpoint task");
-        }
+        record.queue.push(status);
+        self.dirty.insert(key.clone());
     }
 
     fn send_head(&mut self, key: &TaskKey) {
@@ -644,6 +869,9 @@ impl Agent {
         let Some(record) = self.tasks.get_mut(key) else {
             return;
         };
+        if !record.queue.head_is_durable() {
+            return;
+        }
         let Some(head) = record.queue.head() else { return };
         let message = v1::AgentMessage {
             message: Some(v1::agent_message::Message::StatusUpdate(v1::StatusUpdate {
@@ -657,29 +885,28 @@ impl Agent {
             return;
         }
         record.queue.mark_sent(Instant::now());
+        if let Some(Some(due)) = record.queue.due_at() {
+            self.resends.insert((due, key.clone()));
+        }
     }
 
+    /// The earliest resend deadline (possibly of a stale entry).
     fn next_resend(&self) -> Option<Instant> {
         self.link.as_ref()?;
-        let now = Instant::now();
-        self.tasks
-            .values()
-            .filter_map(|r| r.queue.due_at())
-            .map(|due| due.unwrap_or(now))
-            .min()
+        self.resends.first().map(|(due, _)| *due)
     }
 
     fn resend_due(&mut self) {
         let now = Instant::now();
-        let due: Vec<TaskKey> = self
-            .tasks
-            .iter()
-            .filter(|(_, r)| r.queue.is_due(now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in due {
-            tracing::debug!(task = %key.1, "resending unacknowledged status update");
-            self.send_head(&key);
+        while let Some((due, key)) = self.resends.first().cloned() {
+            if due > now {
+                break;
+            }
+            self.resends.pop_first();
+            if self.tasks.get(&key).is_some_and(|r| r.queue.is_due(now)) {
+                tracing::debug!(task = %key.1, "resending unacknowledged status update");
+                self.send_head(&key);
+            }
         }
     }
 
@@ -714,6 +941,14 @@ impl Agent {
             "attributes": attributes,
             "tasks": tasks,
         })
+    }
+}
+
+/// Completes with the batch in flight; never, if there is none.
+async fn wait_flush(flush: &mut Option<JoinHandle<Covered>>) -> Result<Covered, tokio::task::JoinError> {
+    match flush {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
     }
 }
 

@@ -8,10 +8,21 @@
 //! starts the task in the task's own process group and records its exit
 //! status in the sandbox. So tasks survive agent restarts and a restarted
 //! agent can still learn how a task ended.
+//!
+//! The supervisor tells the agent that the task started through a pipe: it
+//! writes `started <pid>` on its stdout right after spawning the task (see
+//! [`crate::supervisor`]). A re-attached supervisor (after an agent restart)
+//! has no pipe to the new agent: it is watched through its pid file and
+//! liveness polling instead.
+//!
+//! [`Containerizer::launch`] blocks (it creates the sandbox and spawns the
+//! supervisor): the agent calls it off its event loop.
 
 use std::fs;
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -19,13 +30,17 @@ use agora_proto::v1;
 use nix::errno::Errno;
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
+use tokio::process::ChildStdout;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::supervisor::{ExitRecord, META_DIR, STATUS_FILE, TASK_PID_FILE};
 
-/// How often a spawned supervisor's pid file is looked for.
+/// How often a killer looks for the pid file of a task not started yet.
 const PID_FILE_POLL: Duration = Duration::from_millis(20);
+/// Longest `started <pid>` line read from a supervisor.
+const MAX_STARTED_LINE: u64 = 64;
 /// How often a re-attached supervisor's liveness is checked.
 const LIVENESS_POLL: Duration = Duration::from_millis(200);
 
@@ -78,14 +93,22 @@ pub(crate) struct SupervisorProcess {
     pub start_time: u64,
 }
 
+/// Watches a launched run and reports its [`ContainerEvent`]s; the caller spawns it.
+pub(crate) type Watcher = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
 /// Runs, watches and kills tasks.
 pub(crate) trait Containerizer: Send + Sync + 'static {
-    /// Starts a task; progress is reported on `events` by the returned watcher.
+    /// Whether starting a task takes long enough (e.g. pulling an image) to
+    /// report TASK_STARTING before TASK_RUNNING. When `false` the task goes
+    /// straight to RUNNING once [`ContainerEvent::Started`] arrives.
+    fn reports_starting(&self) -> bool;
+    /// Starts a task (blocking: call it off the event loop); progress is
+    /// reported on `events` by the returned watcher once it is spawned.
     fn launch(
         &self,
         spec: LaunchSpec,
         events: EventSender,
-    ) -> Result<(SupervisorProcess, JoinHandle<()>), LaunchError>;
+    ) -> Result<(SupervisorProcess, Watcher), LaunchError>;
     /// Watches a run started by an earlier agent process.
     fn recover(&self, run: RunRef, supervisor: SupervisorProcess, events: EventSender) -> JoinHandle<()>;
     /// Whether the run's supervisor is still alive.
@@ -129,12 +152,24 @@ fn read_task_pid(sandbox: &Path) -> Option<i32> {
     text.trim().parse().ok().filter(|pid| *pid > 0)
 }
 
+/// Reads the supervisor's `started <pid>` line; `None` if it ended without one.
+async fn read_started(stdout: ChildStdout) -> Option<i32> {
+    let mut line = String::new();
+    let mut reader = BufReader::new(stdout.take(MAX_STARTED_LINE));
+    reader.read_line(&mut line).await.ok()?;
+    crate::supervisor::parse_started(&line)
+}
+
 impl Containerizer for ProcessContainerizer {
+    fn reports_starting(&self) -> bool {
+        false
+    }
+
     fn launch(
         &self,
         spec: LaunchSpec,
         events: EventSender,
-    ) -> Result<(SupervisorProcess, JoinHandle<()>), LaunchError> {
+    ) -> Result<(SupervisorProcess, Watcher), LaunchError> {
         let argv = command_argv(&spec.task)?;
         let sandbox = spec.run.sandbox.clone();
         let meta = sandbox.join(META_DIR);
@@ -153,7 +188,7 @@ impl Containerizer for ProcessContainerizer {
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&sandbox)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(log)
             .process_group(0)
             .kill_on_drop(false)
@@ -165,20 +200,17 @@ impl Containerizer for ProcessContainerizer {
             start_time: proc_stat(pid).map(|s| s.start_time).unwrap_or(0),
         };
         let run = spec.run;
-        let watcher = tokio::spawn(async move {
+        let stdout = child.stdout.take();
+        let watcher = Box::pin(async move {
             let mut started = false;
-            loop {
-                tokio::select! {
-                    result = child.wait() => {
-                        if let Err(err) = result {
-                            tracing::warn!(task = %run.task_id, %err, "waiting for supervisor failed");
-                        }
-                        break;
-                    }
-                    () = tokio::time::sleep(PID_FILE_POLL), if !started => {
-                        started = report_started(&run, &events);
-                    }
-                }
+            if let Some(stdout) = stdout
+                && let Some(task_pid) = read_started(stdout).await
+            {
+                let _ = events.send((run.clone(), ContainerEvent::Started { task_pid }));
+                started = true;
+            }
+            if let Err(err) = child.wait().await {
+                tracing::warn!(task = %run.task_id, %err, "waiting for supervisor failed");
             }
             finish(&run, started, &events);
         });

@@ -9,8 +9,12 @@
 //!    whole tree), working directory = the sandbox, stdout/stderr appended to
 //!    `DIR/stdout` and `DIR/stderr`, environment = the supervisor's own
 //!    (which the agent prepared for the task);
-//! 2. writes the task's pid to `DIR/.agora/task.pid`;
-//! 3. waits for it and records how it ended in the status file, atomically:
+//! 2. writes the task's pid to `DIR/.agora/task.pid` (for kills and for a
+//!    restarted agent), then tells the agent the task started: writes
+//!    `started <pid>\n` on its stdout (a pipe the agent reads; errors are
+//!    ignored, as the agent may be gone);
+//! 3. waits for it and records how it ended in the status file, atomically
+//!    (rename; not fsynced: it must survive an agent restart, not a reboot):
 //!    `{"exit_code": N}`, `{"signal": S}`, or `{"launch_error": "..."}` when
 //!    the command could not be started.
 //!
@@ -109,17 +113,40 @@ fn supervise(args: &SuperviseArgs) -> io::Result<()> {
         Ok(child) => child,
         Err(err) => {
             let record = ExitRecord::LaunchError(format!("cannot start {program:?}: {err}"));
-            return write_atomically(&args.status_file, &record_json(&record)?);
+            return replace_file(&args.status_file, &record_json(&record)?);
         }
     };
-    write_atomically(&meta.join(TASK_PID_FILE), child.id().to_string().as_bytes())?;
+    let pid = child.id();
+    // Not fsynced: the pid only matters while the task runs, i.e. until the
+    // machine restarts. Written first, so "started" implies the file exists.
+    replace_file(&meta.join(TASK_PID_FILE), pid.to_string().as_bytes())?;
+    {
+        // The agent may be gone (or restarted): it then learns of the task from the pid file.
+        let mut out = io::stdout().lock();
+        let _ = out
+            .write_all(started_line(pid).as_bytes())
+            .and_then(|()| out.flush());
+    }
     let status = child.wait()?;
     let record = match (status.code(), status.signal()) {
         (Some(code), _) => ExitRecord::ExitCode(code),
         (None, Some(signal)) => ExitRecord::Signal(signal),
         (None, None) => ExitRecord::LaunchError(format!("unrecognised wait status {status}")),
     };
-    write_atomically(&args.status_file, &record_json(&record)?)
+    // Atomic but not fsynced: it must outlive an agent restart, not a machine
+    // crash (which ends the task's run anyway); fsyncs are the launch path's bottleneck.
+    replace_file(&args.status_file, &record_json(&record)?)
+}
+
+/// The line the supervisor writes on stdout once the task is spawned.
+fn started_line(pid: u32) -> String {
+    format!("started {pid}\n")
+}
+
+/// Parses the supervisor's `started <pid>` line; `None` unless it is one with a valid pid.
+pub(crate) fn parse_started(line: &str) -> Option<i32> {
+    let pid: i32 = line.strip_prefix("started ")?.trim_end().parse().ok()?;
+    (pid > 0).then_some(pid)
 }
 
 fn append(path: &Path) -> io::Result<File> {
@@ -128,6 +155,18 @@ fn append(path: &Path) -> io::Result<File> {
 
 fn record_json(record: &ExitRecord) -> io::Result<Vec<u8>> {
     serde_json::to_vec(record).map_err(io::Error::other)
+}
+
+/// Replaces `path` with `data` atomically (temporary file, rename) but not durably.
+fn replace_file(path: &Path, data: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    fs::write(&tmp, data)?;
+    fs::rename(&tmp, path)
 }
 
 /// Writes `data` to `path` atomically: a temporary file, fsync, rename, fsync
@@ -170,6 +209,17 @@ mod tests {
             ExitRecord::parse(r#"{"signal": 15}"#).unwrap(),
             ExitRecord::Signal(15)
         );
+    }
+
+    #[test]
+    fn the_started_line_round_trips_and_garbage_is_rejected() {
+        assert_eq!(parse_started(&started_line(4242)), Some(4242));
+        assert_eq!(parse_started("started 17"), Some(17));
+        assert_eq!(parse_started(""), None);
+        assert_eq!(parse_started("started \n"), None);
+        assert_eq!(parse_started("started -3\n"), None);
+        assert_eq!(parse_started("started 0\n"), None);
+        assert_eq!(parse_started("hello 12\n"), None);
     }
 
     #[test]

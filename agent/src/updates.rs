@@ -3,6 +3,12 @@
 //! Updates for one task are delivered in order: only the head of the queue is
 //! in flight; it is resent with backoff until the framework's acknowledgement
 //! (matching its uuid) comes back down, and only then is the next one sent.
+//!
+//! An update may be sent only once it is durable (on disk in the task's
+//! checkpoint). The queue numbers updates as they are pushed; the agent's
+//! checkpoint writer reports, per batch, up to which number a checkpoint is
+//! on disk ([`UpdateQueue::mark_durable`]), and a head that is not durable
+//! yet is never due.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -28,6 +34,10 @@ pub(crate) enum Ack {
 #[derive(Debug, Clone)]
 pub(crate) struct UpdateQueue {
     pending: VecDeque<v1::TaskStatus>,
+    /// How many updates were ever pushed (the newest one's sequence number).
+    pushed: u64,
+    /// Updates up to this sequence number are on disk.
+    durable: u64,
     base: Duration,
     /// When the head was last sent and how long until it is resent;
     /// `None` when the head has not been sent (since connecting).
@@ -40,10 +50,13 @@ impl UpdateQueue {
         Self::with_pending(base, Vec::new())
     }
 
-    /// A queue recovered from a checkpoint; nothing counts as sent yet.
+    /// A queue recovered from a checkpoint (so already durable); nothing counts as sent yet.
     pub(crate) fn with_pending(base: Duration, pending: Vec<v1::TaskStatus>) -> Self {
+        let pushed = pending.len() as u64;
         Self {
             pending: pending.into(),
+            pushed,
+            durable: pushed,
             base: base.max(Duration::from_millis(1)),
             retry: None,
         }
@@ -52,7 +65,26 @@ impl UpdateQueue {
     /// Appends an update; returns whether it is now the head (and should be sent).
     pub(crate) fn push(&mut self, status: v1::TaskStatus) -> bool {
         self.pending.push_back(status);
+        self.pushed += 1;
         self.pending.len() == 1
+    }
+
+    /// The sequence number of the newest update pushed: a checkpoint taken now
+    /// covers every update up to it.
+    pub(crate) fn pushed(&self) -> u64 {
+        self.pushed
+    }
+
+    /// Records that a checkpoint holding every update up to `seq` is on disk.
+    pub(crate) fn mark_durable(&mut self, seq: u64) {
+        self.durable = self.durable.max(seq.min(self.pushed));
+    }
+
+    /// Whether the head exists and is on disk, so it may be sent.
+    pub(crate) fn head_is_durable(&self) -> bool {
+        let len = self.pending.len() as u64;
+        // The head's sequence number is `pushed - len + 1`.
+        len > 0 && self.pushed - len < self.durable
     }
 
     /// The update in flight, if any.
@@ -97,10 +129,12 @@ impl UpdateQueue {
         self.retry = None;
     }
 
-    /// When the head must be (re)sent: `None` if the queue is empty; for a head
-    /// never sent, "now" (the caller's earliest).
+    /// When the head must be (re)sent: `None` if the queue is empty or the head
+    /// is not durable yet; for a head never sent, "now" (the caller's earliest).
     pub(crate) fn due_at(&self) -> Option<Option<Instant>> {
-        self.head()?;
+        if !self.head_is_durable() {
+            return None;
+        }
         Some(self.retry.map(|(sent, wait)| sent + wait))
     }
 
@@ -125,6 +159,51 @@ mod tests {
             uuid: vec![uuid; 16],
             ..Default::default()
         }
+    }
+
+    /// A queue whose updates are all on disk (the writer is not under test).
+    fn durable(q: &mut UpdateQueue) {
+        q.mark_durable(q.pushed());
+    }
+
+    #[test]
+    fn an_update_is_not_due_until_its_checkpoint_is_durable() {
+        let mut q = UpdateQueue::new(Duration::from_secs(10));
+        q.push(status(v1::TaskState::Running, 1));
+        let covered = q.pushed();
+        assert!(!q.is_due(Instant::now()));
+        assert_eq!(q.due_at(), None);
+        q.push(status(v1::TaskState::Finished, 2));
+        q.mark_durable(covered);
+        assert!(q.is_due(Instant::now()));
+        assert_eq!(q.ack(&[1; 16]), Ack::Removed);
+        assert!(
+            !q.is_due(Instant::now()),
+            "the terminal update is not on disk yet"
+        );
+        q.mark_durable(q.pushed());
+        assert!(q.is_due(Instant::now()));
+    }
+
+    #[test]
+    fn a_late_report_of_an_older_batch_does_not_undo_durability() {
+        let mut q = UpdateQueue::new(Duration::from_secs(10));
+        q.push(status(v1::TaskState::Running, 1));
+        q.push(status(v1::TaskState::Finished, 2));
+        q.mark_durable(2);
+        q.mark_durable(1);
+        q.mark_durable(99);
+        q.ack(&[1; 16]);
+        assert!(q.head_is_durable());
+        q.push(status(v1::TaskState::Finished, 3));
+        q.ack(&[2; 16]);
+        assert!(!q.head_is_durable(), "durability is capped at what was pushed");
+    }
+
+    #[test]
+    fn recovered_updates_are_durable() {
+        let q = UpdateQueue::with_pending(Duration::from_secs(10), vec![status(v1::TaskState::Running, 1)]);
+        assert!(q.is_due(Instant::now()));
     }
 
     #[test]
@@ -161,6 +240,7 @@ mod tests {
         let mut q = UpdateQueue::new(Duration::from_secs(10));
         assert!(!q.is_due(Instant::now()));
         q.push(status(v1::TaskState::Starting, 1));
+        durable(&mut q);
         assert!(q.is_due(Instant::now()));
     }
 
@@ -169,6 +249,7 @@ mod tests {
         let base = Duration::from_secs(10);
         let mut q = UpdateQueue::new(base);
         q.push(status(v1::TaskState::Starting, 1));
+        durable(&mut q);
         let mut waits = Vec::new();
         for _ in 0..6 {
             let sent = Instant::now();
@@ -187,6 +268,7 @@ mod tests {
     async fn retry_interval_is_capped_at_ten_minutes() {
         let mut q = UpdateQueue::new(Duration::from_secs(120));
         q.push(status(v1::TaskState::Starting, 1));
+        durable(&mut q);
         for _ in 0..5 {
             q.mark_sent(Instant::now());
         }
@@ -199,6 +281,7 @@ mod tests {
         let mut q = UpdateQueue::new(Duration::from_secs(10));
         q.push(status(v1::TaskState::Starting, 1));
         q.push(status(v1::TaskState::Running, 2));
+        durable(&mut q);
         q.mark_sent(Instant::now());
         q.mark_sent(Instant::now());
         q.ack(&[1; 16]);

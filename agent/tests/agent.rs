@@ -293,7 +293,6 @@ async fn health_and_state_are_served_over_http() {
     let agent = RunningAgent::start(master, dir.path(), |_| {}).await;
     let mut session = next_session(&mut sessions).await;
     session.run_task("web.1", "sleep 100");
-    session.expect_and_ack(TaskState::Starting).await;
     session.expect_and_ack(TaskState::Running).await;
 
     assert_eq!(agent.get("/health").await, (200, "ok".to_owned()));
@@ -320,18 +319,18 @@ async fn health_and_state_are_served_over_http() {
 }
 
 #[tokio::test]
-async fn a_true_task_goes_starting_running_finished() {
+async fn a_true_task_goes_straight_to_running_then_finished() {
     let (master, mut sessions) = start_master().await;
     let dir = tempfile::tempdir().unwrap();
     let agent = RunningAgent::start(master, dir.path(), |_| {}).await;
     let mut session = next_session(&mut sessions).await;
     session.run_task("ok", "true");
-    let starting = session.expect_and_ack(TaskState::Starting).await;
-    assert_eq!(starting.source(), v1::StatusSource::Agent);
-    assert_eq!(starting.agent_id, "agent-1");
-    assert_eq!(starting.uuid.len(), 16);
-    assert!(starting.timestamp > 0.0);
-    session.expect_and_ack(TaskState::Running).await;
+    // The process containerizer reports no TASK_STARTING.
+    let running = session.expect_and_ack(TaskState::Running).await;
+    assert_eq!(running.source(), v1::StatusSource::Agent);
+    assert_eq!(running.agent_id, "agent-1");
+    assert_eq!(running.uuid.len(), 16);
+    assert!(running.timestamp > 0.0);
     let finished = session.expect_and_ack(TaskState::Finished).await;
     assert_eq!(finished.exit_code, Some(0));
     // The acknowledged terminal update drops the checkpoint but keeps the sandbox.
@@ -356,26 +355,20 @@ async fn each_update_is_resent_until_acknowledged_and_the_next_waits() {
     let mut session = next_session(&mut sessions).await;
     session.run_task("ok", "true");
     let first = session.next_update().await;
-    assert_eq!(first.state(), TaskState::Starting);
+    assert_eq!(first.state(), TaskState::Running);
     // Not acknowledged: the same update comes again, and nothing newer.
     let again = session.next_update().await;
     assert_eq!(again.uuid, first.uuid);
-    assert_eq!(again.state(), TaskState::Starting);
+    assert_eq!(again.state(), TaskState::Running);
     session.ack(&first);
     let mut next = session.next_update().await;
     while next.uuid == first.uuid {
         next = session.next_update().await;
     }
-    assert_eq!(next.state(), TaskState::Running);
+    assert_eq!(next.state(), TaskState::Finished);
     let resent = session.next_update().await;
     assert_eq!(resent.uuid, next.uuid);
     session.ack(&next);
-    let mut last = session.next_update().await;
-    while last.uuid == next.uuid {
-        last = session.next_update().await;
-    }
-    assert_eq!(last.state(), TaskState::Finished);
-    session.ack(&last);
     agent.stop().await;
 }
 
@@ -386,7 +379,6 @@ async fn a_non_zero_exit_fails_with_the_exit_code() {
     let agent = RunningAgent::start(master, dir.path(), |_| {}).await;
     let mut session = next_session(&mut sessions).await;
     session.run_task("bad", "exit 3");
-    session.expect_and_ack(TaskState::Starting).await;
     session.expect_and_ack(TaskState::Running).await;
     let failed = session.expect_and_ack(TaskState::Failed).await;
     assert_eq!(failed.exit_code, Some(3));
@@ -409,7 +401,6 @@ async fn a_command_that_cannot_start_fails_as_a_launch_failure() {
         ..Default::default()
     });
     session.run(t);
-    session.expect_and_ack(TaskState::Starting).await;
     let failed = session.expect_and_ack(TaskState::Failed).await;
     assert_eq!(failed.reason(), StatusReason::ReasonContainerLaunchFailed);
     assert!(failed.message.contains("No such file"), "{}", failed.message);
@@ -423,7 +414,6 @@ async fn the_task_sees_its_ports_and_agora_environment() {
     let agent = RunningAgent::start(master, dir.path(), |_| {}).await;
     let mut session = next_session(&mut sessions).await;
     session.run_task("env", "echo $PORT $PORT0 $PORT1 $AGORA_TASK_ID $HOST; pwd");
-    session.expect_and_ack(TaskState::Starting).await;
     session.expect_and_ack(TaskState::Running).await;
     session.expect_and_ack(TaskState::Finished).await;
     let runs = dir.path().join("sandboxes").join(FRAMEWORK).join("env");
@@ -443,7 +433,6 @@ async fn kill_reports_killing_then_killed_and_the_whole_process_group_is_gone() 
     let agent = RunningAgent::start(master, dir.path(), |_| {}).await;
     let mut session = next_session(&mut sessions).await;
     session.run_task("sleepy", "sleep 100 & sleep 100");
-    session.expect_and_ack(TaskState::Starting).await;
     session.expect_and_ack(TaskState::Running).await;
     let pgid = task_pid(dir.path(), "sleepy");
     assert!(group_exists(pgid));
@@ -473,7 +462,6 @@ async fn a_task_that_ignores_sigterm_is_killed_after_the_grace_period() {
         grace_period_seconds: Some(0.5),
     });
     session.run(t);
-    session.expect_and_ack(TaskState::Starting).await;
     session.expect_and_ack(TaskState::Running).await;
     let pgid = task_pid(dir.path(), "stubborn");
     let asked = tokio::time::Instant::now();
@@ -514,7 +502,6 @@ async fn framework_messages_are_appended_to_the_task_mailbox() {
     let agent = RunningAgent::start(master, dir.path(), |_| {}).await;
     let mut session = next_session(&mut sessions).await;
     session.run_task("mbox", "sleep 100");
-    session.expect_and_ack(TaskState::Starting).await;
     session.expect_and_ack(TaskState::Running).await;
     for data in ["hello", "world"] {
         session.send(v1::master_message::Message::FrameworkMessage(
@@ -547,10 +534,8 @@ async fn a_restarted_agent_reattaches_running_tasks_and_reports_ones_that_ended_
     let agent = RunningAgent::start(master, dir.path(), |_| {}).await;
     let mut session = next_session(&mut sessions).await;
     session.run_task("long", "sleep 100");
-    session.expect_and_ack(TaskState::Starting).await;
     let mut seen = vec![session.expect_and_ack(TaskState::Running).await.uuid];
     session.run_task("short", "sleep 1; exit 7");
-    session.expect_and_ack(TaskState::Starting).await;
     seen.push(session.expect_and_ack(TaskState::Running).await.uuid);
     let long_pid = task_pid(dir.path(), "long");
     agent.stop().await;
@@ -610,8 +595,8 @@ async fn the_agent_reconnects_and_resends_pending_updates_after_the_stream_ends(
     let agent = RunningAgent::start(master, dir.path(), |_| {}).await;
     let mut session = next_session(&mut sessions).await;
     session.run_task("ok", "sleep 100");
-    let starting = session.next_update().await;
-    assert_eq!(starting.state(), TaskState::Starting);
+    let running = session.next_update().await;
+    assert_eq!(running.state(), TaskState::Running);
     // The master drops the stream without acknowledging.
     session
         .down
@@ -621,12 +606,124 @@ async fn the_agent_reconnects_and_resends_pending_updates_after_the_stream_ends(
     assert_eq!(session.register.agent.as_ref().unwrap().id, "agent-1");
     assert_eq!(session.register.tasks.len(), 1);
     let again = session.next_update().await;
-    assert_eq!(again.uuid, starting.uuid);
+    assert_eq!(again.uuid, running.uuid);
     session.ack(&again);
-    session.expect_and_ack(TaskState::Running).await;
     session.kill("ok");
     session.expect_and_ack(TaskState::Killing).await;
     session.expect_and_ack(TaskState::Killed).await;
+    agent.stop().await;
+}
+
+/// Whether the task's checkpoint on disk holds the update (by its uuid).
+fn checkpointed(work_dir: &Path, status: &v1::TaskStatus) -> bool {
+    let path = work_dir
+        .join("meta/tasks")
+        .join(FRAMEWORK)
+        .join(format!("{}.checkpoint", status.task_id));
+    std::fs::read(path).is_ok_and(|bytes| {
+        bytes
+            .windows(status.uuid.len())
+            .any(|w| w == status.uuid.as_slice())
+    })
+}
+
+#[tokio::test]
+async fn every_update_is_on_disk_before_it_is_sent() {
+    let (master, mut sessions) = start_master().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = RunningAgent::start(master, dir.path(), |_| {}).await;
+    let mut session = next_session(&mut sessions).await;
+    let ids: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
+    for id in &ids {
+        session.run_task(id, "true");
+    }
+    let mut finished = 0;
+    while finished < ids.len() {
+        // Checked before acknowledging, so the update is still pending on disk.
+        let status = session.next_update().await;
+        assert!(
+            checkpointed(dir.path(), &status),
+            "{status:?} sent before it was checkpointed"
+        );
+        if status.state() == TaskState::Finished {
+            finished += 1;
+        }
+        session.ack(&status);
+    }
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_of_tasks_launches_concurrently_and_each_reports_running_then_its_end() {
+    let (master, mut sessions) = start_master().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = RunningAgent::start(master, dir.path(), |_| {}).await;
+    let mut session = next_session(&mut sessions).await;
+    for i in 0..30 {
+        session.run_task(&format!("b{i}"), "exit 0");
+    }
+    let mut states: std::collections::BTreeMap<String, Vec<TaskState>> = Default::default();
+    while states.values().filter(|s| s.len() == 2).count() < 30 {
+        let status = session.next_update().await;
+        session.ack(&status);
+        states
+            .entry(status.task_id.clone())
+            .or_default()
+            .push(status.state());
+    }
+    for (id, seen) in &states {
+        assert_eq!(seen, &[TaskState::Running, TaskState::Finished], "{id}");
+    }
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_kill_racing_the_launch_kills_the_task_once_it_is_launched() {
+    let (master, mut sessions) = start_master().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = RunningAgent::start(master, dir.path(), |_| {}).await;
+    let mut session = next_session(&mut sessions).await;
+    // Both arrive in one read of the stream: the launch is still in flight.
+    session.run_task("racer", "sleep 100");
+    session.kill("racer");
+    let killing = session.expect_and_ack(TaskState::Killing).await;
+    assert_eq!(killing.reason(), StatusReason::ReasonTaskKilled);
+    let killed = session.expect_and_ack(TaskState::Killed).await;
+    assert_eq!(killed.reason(), StatusReason::ReasonTaskKilled);
+    let pgid = task_pid(dir.path(), "racer");
+    wait_until(|| !group_exists(pgid)).await;
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_stopped_agent_has_checkpointed_the_tasks_it_launched() {
+    let (master, mut sessions) = start_master().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = RunningAgent::start(master, dir.path(), |_| {}).await;
+    let session = next_session(&mut sessions).await;
+    session.run_task("quick", "sleep 100");
+    // Stop at once: the launch may still be in flight.
+    wait_until(|| {
+        dir.path()
+            .join("sandboxes")
+            .join(FRAMEWORK)
+            .join("quick")
+            .exists()
+    })
+    .await;
+    agent.stop().await;
+
+    let agent = RunningAgent::start(master, dir.path(), |_| {}).await;
+    let mut session = next_session(&mut sessions).await;
+    assert_eq!(session.register.tasks.len(), 1);
+    // Re-attached (not reported as lost): it runs, and can be killed.
+    session.expect_and_ack(TaskState::Running).await;
+    let pgid = task_pid(dir.path(), "quick");
+    assert!(group_exists(pgid));
+    session.kill("quick");
+    session.expect_and_ack(TaskState::Killing).await;
+    session.expect_and_ack(TaskState::Killed).await;
+    wait_until(|| !group_exists(pgid)).await;
     agent.stop().await;
 }
 
