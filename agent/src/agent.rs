@@ -559,6 +559,10 @@ impl Agent {
             Message::Registered(r) => {
                 tracing::warn!(agent_id = %r.agent_id, "unexpected Registered mid-stream")
             }
+            // The master sends no task groups until pods land (Docker issue).
+            Message::RunTaskGroup(g) => {
+                tracing::warn!(group = %g.group_id, "task groups are not supported yet; ignored")
+            }
             Message::RunTask(run) => match (run.framework, run.task) {
                 (Some(framework), Some(task)) => self.run_task(framework, task),
                 _ => tracing::warn!("RunTask without framework or task; ignored"),

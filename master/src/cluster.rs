@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tonic::Status;
 
 use crate::MasterConfig;
-use crate::allocator::Allocator;
+use crate::allocator::{Allocator, AllocatorConfig};
 use crate::metrics::{Metrics, label};
 use crate::validation::{OfferRef, validate_accept};
 
@@ -114,6 +114,8 @@ struct Agent {
     conn: Option<AgentConn>,
     last_seen: Instant,
     reachable: bool,
+    /// The latest resource-usage sample the agent reported.
+    usage: Option<v1::ResourceUsage>,
 }
 
 struct FrameworkConn {
@@ -161,6 +163,8 @@ impl Task {
 struct Offer {
     framework_id: FrameworkId,
     agent_id: AgentId,
+    /// The role the allocator offered the resources to.
+    role: String,
     resources: Resources,
     created: Instant,
 }
@@ -217,11 +221,15 @@ impl Master {
     /// A master with no agents and no frameworks.
     pub fn new(config: MasterConfig, master_id: String, metrics: Metrics, now: Instant) -> Self {
         let next_heartbeat = now + config.framework_heartbeat_interval;
+        let allocator = Allocator::with_config(AllocatorConfig {
+            weights: config.weights.clone(),
+            min_allocatable: config.min_allocatable.clone(),
+        });
         Self {
             config,
             master_id,
             metrics,
-            allocator: Allocator::new(),
+            allocator,
             agents: BTreeMap::new(),
             frameworks: BTreeMap::new(),
             offers: BTreeMap::new(),
@@ -521,7 +529,7 @@ impl Master {
                     if self.offers.get(&offer_id).is_some_and(|o| &o.framework_id == fid) {
                         if let Some(o) = self.offers.remove(&offer_id) {
                             self.metrics.offers_declined.inc();
-                            self.return_to_pool(fid, &o.agent_id, &o.resources, refuse, now);
+                            self.return_to_pool(fid, &o.role, &o.agent_id, &o.resources, refuse, now);
                         }
                     } else {
                         tracing::debug!(framework = %fid, offer = %offer_id, "declined offer is not outstanding");
@@ -659,6 +667,7 @@ impl Master {
     fn return_to_pool(
         &mut self,
         fid: &FrameworkId,
+        role: &str,
         agent: &AgentId,
         resources: &Resources,
         refuse: Duration,
@@ -669,7 +678,7 @@ impl Master {
             && !resources.is_empty()
             && let Some(until) = now.checked_add(refuse)
         {
-            self.allocator.add_filter(fid.clone(), agent.clone(), until);
+            self.allocator.add_filter(fid.clone(), role, agent.clone(), until);
         }
         self.schedule_allocation(now);
     }
@@ -754,7 +763,9 @@ impl Master {
                 }),
             );
         }
-        self.return_to_pool(fid, &agent_id, &plan.unused, refuse, now);
+        // A framework holds offers on an agent for one role at a time.
+        let role = consumed.first().map(|o| o.role.clone()).unwrap_or_default();
+        self.return_to_pool(fid, &role, &agent_id, &plan.unused, refuse, now);
     }
 
     // -----------------------------------------------------------------
@@ -804,6 +815,7 @@ impl Master {
                 conn: Some(AgentConn { id: conn_id, tx }),
                 last_seen: now,
                 reachable: true,
+                usage: None,
             },
         );
         self.send_to_agent(
@@ -955,6 +967,11 @@ impl Master {
         agent.last_seen = now;
         match message {
             v1::agent_message::Message::Heartbeat(_) => {}
+            v1::agent_message::Message::Usage(usage) => {
+                if let Some(a) = self.agents.get_mut(id) {
+                    a.usage = Some(usage);
+                }
+            }
             v1::agent_message::Message::Register(_) => {
                 tracing::warn!(agent = %id, "ignoring a second REGISTER on the same stream");
             }
@@ -1186,6 +1203,7 @@ impl Master {
                 Offer {
                     framework_id: a.framework_id.clone(),
                     agent_id: a.agent_id,
+                    role: a.role,
                     resources: a.resources,
                     created: now,
                 },
