@@ -560,10 +560,22 @@ async fn a_task_that_ended_on_its_agent_frees_its_resources_before_the_framework
     accept(&mut m, &caller, &offer, vec![task_info("t1", "cpus:1")]);
     advance(&mut m, DELAY).await; // the unused part is offered
     // RUNNING is still unacknowledged, but the task has already finished.
-    agent_update_with_latest(&mut m, &agent, &caller, "t1", TaskState::Running, TaskState::Finished, b"u1");
+    agent_update_with_latest(
+        &mut m,
+        &agent,
+        &caller,
+        "t1",
+        TaskState::Running,
+        TaskState::Finished,
+        b"u1",
+    );
     let effects = advance(&mut m, DELAY).await;
     let events = framework_events(&effects, &caller.framework_id);
-    assert_eq!(updates(&events)[0].state(), TaskState::Running, "the update is forwarded as it is");
+    assert_eq!(
+        updates(&events)[0].state(),
+        TaskState::Running,
+        "the update is forwarded as it is"
+    );
     let made = offers(&events);
     assert_eq!(
         Resources::from_proto(&made[0].resources).unwrap(),
@@ -586,11 +598,15 @@ async fn updates_for_a_removed_framework_are_acknowledged_by_the_master() {
     agent_update(&mut m, &agent, &caller, "t1", TaskState::Killing, b"u1");
     let msgs = agent_messages(&m.take_effects(), &agent);
     assert!(
-        msgs.iter().any(|msg| matches!(msg, master_message::Message::Acknowledge(a) if a.uuid == b"u1")),
+        msgs.iter()
+            .any(|msg| matches!(msg, master_message::Message::Acknowledge(a) if a.uuid == b"u1")),
         "the agent's queue would wait forever: {msgs:?}"
     );
     agent_update(&mut m, &agent, &caller, "t1", TaskState::Killed, b"u2");
     let msgs = agent_messages(&m.take_effects(), &agent);
-    assert!(msgs.iter().any(|msg| matches!(msg, master_message::Message::Acknowledge(a) if a.uuid == b"u2")));
+    assert!(
+        msgs.iter()
+            .any(|msg| matches!(msg, master_message::Message::Acknowledge(a) if a.uuid == b"u2"))
+    );
     assert!(m.state_json()["tasks"].as_array().unwrap().is_empty());
 }

@@ -63,6 +63,13 @@ pub struct MasterConfig {
     /// How long changes are batched before an allocation pass runs.
     #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
     pub allocation_delay: Duration,
+    /// Role weights for weighted DRF, e.g. `prod=3,dev=1` (unlisted roles weigh 1).
+    #[arg(long, default_value = "", value_parser = allocator::RoleWeights::parse)]
+    pub weights: allocator::RoleWeights,
+    /// Smallest offers worth making: `;`-separated alternatives; resources are
+    /// offered only if they meet at least one.
+    #[arg(long, default_value = allocator::DEFAULT_MIN_ALLOCATABLE, value_parser = allocator::MinAllocatable::parse)]
+    pub min_allocatable: allocator::MinAllocatable,
 }
 
 impl MasterConfig {
@@ -76,6 +83,8 @@ impl MasterConfig {
             framework_heartbeat_interval: Duration::from_secs(15),
             offer_timeout: None,
             allocation_delay: Duration::from_millis(5),
+            weights: allocator::RoleWeights::default(),
+            min_allocatable: allocator::MinAllocatable::default(),
         }
     }
 }

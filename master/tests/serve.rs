@@ -97,6 +97,7 @@ impl FakeAgent {
     async fn update(&self, framework_id: &str, task_id: &str, state: v1::TaskState, uuid: &[u8]) {
         let update = v1::StatusUpdate {
             framework_id: framework_id.into(),
+            latest_state: state as i32,
             status: Some(v1::TaskStatus {
                 task_id: task_id.into(),
                 state: state as i32,

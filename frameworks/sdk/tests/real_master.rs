@@ -74,6 +74,7 @@ async fn fake_agent(master: SocketAddr) -> mpsc::UnboundedReceiver<Vec<u8>> {
             |framework_id: &str, task_id: &str, agent_id: &str, state: v1::TaskState| v1::AgentMessage {
                 message: Some(agent_message::Message::StatusUpdate(v1::StatusUpdate {
                     framework_id: framework_id.into(),
+                    latest_state: state as i32,
                     status: Some(v1::TaskStatus {
                         task_id: task_id.into(),
                         agent_id: agent_id.into(),
