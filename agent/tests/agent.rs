@@ -333,13 +333,20 @@ async fn a_true_task_goes_straight_to_running_then_finished() {
     assert!(running.timestamp > 0.0);
     let finished = session.expect_and_ack(TaskState::Finished).await;
     assert_eq!(finished.exit_code, Some(0));
-    // The acknowledged terminal update drops the checkpoint but keeps the sandbox.
-    let checkpoint = dir
-        .path()
-        .join("meta/tasks")
-        .join(FRAMEWORK)
-        .join("ok.checkpoint");
-    wait_until(|| !checkpoint.exists()).await;
+    // The acknowledged terminal update drops the task (once the agent has
+    // the ack) and its checkpoint: a restarted agent no longer reports it.
+    // The sandbox stays.
+    for _ in 0..100 {
+        let (_, body) = agent.get("/state").await;
+        if !body.contains("\"ok\"") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    agent.stop().await;
+    let agent = RunningAgent::start(master, dir.path(), |_| {}).await;
+    let session = next_session(&mut sessions).await;
+    assert!(session.register.tasks.is_empty(), "{:?}", session.register.tasks);
     assert!(dir.path().join("sandboxes").join(FRAMEWORK).join("ok").exists());
     agent.stop().await;
 }
@@ -614,13 +621,9 @@ async fn the_agent_reconnects_and_resends_pending_updates_after_the_stream_ends(
     agent.stop().await;
 }
 
-/// Whether the task's checkpoint on disk holds the update (by its uuid).
+/// Whether the agent's checkpoint log on disk holds the update (by its uuid).
 fn checkpointed(work_dir: &Path, status: &v1::TaskStatus) -> bool {
-    let path = work_dir
-        .join("meta/tasks")
-        .join(FRAMEWORK)
-        .join(format!("{}.checkpoint", status.task_id));
-    std::fs::read(path).is_ok_and(|bytes| {
+    std::fs::read(work_dir.join("meta/tasks.log")).is_ok_and(|bytes| {
         bytes
             .windows(status.uuid.len())
             .any(|w| w == status.uuid.as_slice())
