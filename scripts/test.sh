@@ -4,14 +4,38 @@
 #   scripts/test.sh            # format check, clippy, all tests
 #   scripts/test.sh -E 'test(failover)'   # extra args go to cargo-nextest
 #
-# Needs: a Rust toolchain. Everything else it installs itself (Debian).
-# Today the tests need nothing beyond Rust: they start real `agora` processes
-# on loopback with the process containerizer. The Docker, ZooKeeper and
-# client-compatibility issues add their set-up steps here.
+# Needs: a Rust toolchain. Everything else it installs itself (Debian, as
+# root): a Docker Engine if none answers, and the test image
+# agora-test/busybox:latest (scripts/test-image.sh; there is no registry).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
+
+apt_install() {
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq "$@" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$@"; }
+}
+
+# A Docker Engine that answers: start one (installing docker.io first) if needed.
+ensure_docker() {
+  if docker info >/dev/null 2>&1; then
+    return
+  fi
+  command -v dockerd >/dev/null 2>&1 || apt_install docker.io
+  echo "starting dockerd"
+  (dockerd >/tmp/agora-dockerd.log 2>&1 &)
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && return
+    sleep 1
+  done
+  echo "dockerd did not start; see /tmp/agora-dockerd.log" >&2
+  exit 1
+}
+
+step "Docker Engine and the test image"
+ensure_docker
+scripts/test-image.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
