@@ -60,6 +60,15 @@ fn usage(agent: &Value, name: &str) -> String {
     format!("{}/{}", trim(used), trim(total))
 }
 
+/// What the latest usage sample says of `key` (e.g. `cpus_used`) under `v["usage"]`, or `-`.
+fn sampled(v: &Value, key: &str) -> String {
+    v.get("usage")
+        .and_then(|u| u.get(key))
+        .and_then(Value::as_f64)
+        .map(trim)
+        .unwrap_or_else(|| "-".to_owned())
+}
+
 fn trim(x: f64) -> String {
     let s = format!("{x:.2}");
     s.trim_end_matches('0').trim_end_matches('.').to_owned()
@@ -75,19 +84,25 @@ pub fn render(state: &Value) -> String {
     let _ = writeln!(out, "\nAGENTS ({})", agents.len());
     let _ = writeln!(
         out,
-        "  {:<40} {:<16} {:<12} {:>11} {:>15} {:>13}",
-        "ID", "HOSTNAME", "STATUS", "CPUS", "MEM (MiB)", "DISK (MiB)"
+        "  (CPUS, MEM, DISK: allocated/total; CPU USED, MEM USED: what tasks actually use)"
+    );
+    let _ = writeln!(
+        out,
+        "  {:<40} {:<16} {:<12} {:>11} {:>15} {:>13} {:>9} {:>10}",
+        "ID", "HOSTNAME", "STATUS", "CPUS", "MEM (MiB)", "DISK (MiB)", "CPU USED", "MEM USED"
     );
     for a in agents {
         let _ = writeln!(
             out,
-            "  {:<40} {:<16} {:<12} {:>11} {:>15} {:>13}",
+            "  {:<40} {:<16} {:<12} {:>11} {:>15} {:>13} {:>9} {:>10}",
             text(a, "id"),
             text(a, "hostname"),
             text(a, "status"),
             usage(a, "cpus"),
             usage(a, "mem"),
             usage(a, "disk"),
+            sampled(a, "cpus_used"),
+            sampled(a, "mem_used_mib"),
         );
     }
     let _ = writeln!(out, "\nFRAMEWORKS ({})", frameworks.len());
@@ -107,13 +122,19 @@ pub fn render(state: &Value) -> String {
         );
     }
     let _ = writeln!(out, "\nTASKS ({})", tasks.len());
-    let _ = writeln!(out, "  {:<30} {:<18} {:<40} FRAMEWORK", "ID", "STATE", "AGENT");
+    let _ = writeln!(
+        out,
+        "  {:<30} {:<18} {:>9} {:>10} {:<40} FRAMEWORK",
+        "ID", "STATE", "CPU USED", "MEM USED", "AGENT"
+    );
     for t in tasks {
         let _ = writeln!(
             out,
-            "  {:<30} {:<18} {:<40} {}",
+            "  {:<30} {:<18} {:>9} {:>10} {:<40} {}",
             text(t, "id"),
             text(t, "state"),
+            sampled(t, "cpus_used"),
+            sampled(t, "mem_used_mib"),
             text(t, "agent_id"),
             text(t, "framework_id"),
         );
@@ -139,6 +160,23 @@ mod tests {
         assert!(out.contains("0/1024"), "{out}");
         assert!(out.contains("TASK_RUNNING"), "{out}");
         assert!(out.contains("FRAMEWORKS (1)"), "{out}");
+    }
+
+    #[test]
+    fn shows_what_agents_and_tasks_actually_use() {
+        let state = serde_json::json!({
+            "agents": [{"id": "agent-1", "resources": {"cpus": 4.0}, "used": {"cpus": 1.0},
+                        "usage": {"cpus_used": 0.973, "mem_used_mib": 51.5}}],
+            "tasks": [{"id": "busy", "state": "TASK_RUNNING",
+                       "usage": {"cpus_used": 0.973, "mem_used_mib": 51.5}},
+                      {"id": "new", "state": "TASK_STAGING", "usage": null}]
+        });
+        let out = render(&state);
+        assert!(out.contains("1/4"), "allocated/total: {out}");
+        assert_eq!(out.matches("0.97").count(), 2, "{out}");
+        assert_eq!(out.matches("51.5").count(), 2, "{out}");
+        let new = out.lines().find(|l| l.contains("TASK_STAGING")).unwrap();
+        assert!(new.contains(" - "), "unknown usage shows as '-': {new}");
     }
 
     #[test]

@@ -71,6 +71,10 @@ pub(crate) enum Command {
     FromMaster(Box<v1::master_message::Message>),
     /// A snapshot for `/state`.
     State(oneshot::Sender<serde_json::Value>),
+    /// Every run the agent knows, for the logs endpoint and the usage monitor.
+    Runs(oneshot::Sender<Vec<RunView>>),
+    /// A new usage sample: kept for `/state` and sent to the master.
+    Usage(v1::ResourceUsage),
     /// Stop: abort watchers (tasks keep running) and return.
     Shutdown,
 }
@@ -88,6 +92,16 @@ pub(crate) enum Internal {
 /// up to the sequence number are durable. Keyed with the run's sandbox, so a
 /// batch never vouches for a later run of a reused task id.
 type Covered = Vec<(TaskKey, PathBuf, u64)>;
+
+/// A run as the logs endpoint and the usage monitor see it.
+#[derive(Debug, Clone)]
+pub(crate) struct RunView {
+    pub run: RunRef,
+    /// The task's pid (its process group), once started.
+    pub task_pid: Option<i32>,
+    /// The run has ended (or its launch is still in flight: nothing to sample yet).
+    pub ended: bool,
+}
 
 /// Fixed facts about this agent.
 #[derive(Debug, Clone)]
@@ -121,6 +135,10 @@ struct TaskRecord {
     ended: bool,
     watcher: Option<JoinHandle<()>>,
     killer: Option<JoinHandle<()>>,
+    /// The task group (pod) the task belongs to.
+    group: Option<String>,
+    /// Why the task is being killed, when not on request (a pod member failed).
+    kill_message: Option<String>,
 }
 
 impl TaskRecord {
@@ -138,6 +156,7 @@ impl TaskRecord {
             latest: Some(self.latest.clone()),
             pending: self.queue.pending().cloned().collect(),
             killing: self.killing,
+            group_id: self.group.clone().unwrap_or_default(),
         }
     }
 
@@ -175,6 +194,7 @@ pub(crate) fn outcome(
         Some(ExitRecord::ExitCode(code)) => format!("exited with code {code}"),
         Some(ExitRecord::Signal(signal)) => format!("killed by signal {signal}"),
         Some(ExitRecord::LaunchError(err)) => err.clone(),
+        Some(ExitRecord::OutOfMemory) => "out of memory".to_owned(),
         None if agent_was_down => "task ended while the agent was down; exit status unknown".to_owned(),
         None => "task supervisor ended without recording an exit status".to_owned(),
     };
@@ -192,6 +212,7 @@ pub(crate) fn outcome(
             (TaskState::Failed, StatusReason::ReasonCommandExited)
         }
         Some(ExitRecord::LaunchError(_)) => (TaskState::Failed, StatusReason::ReasonContainerLaunchFailed),
+        Some(ExitRecord::OutOfMemory) => (TaskState::Failed, StatusReason::ReasonContainerLimitationMemory),
         None if agent_was_down => (TaskState::Failed, StatusReason::ReasonAgentRestarted),
         None => (TaskState::Failed, StatusReason::ReasonCommandExited),
     };
@@ -227,6 +248,8 @@ pub(crate) struct Agent {
     resends: BTreeSet<(Instant, TaskKey)>,
     launch_slots: Arc<Semaphore>,
     launches_in_flight: usize,
+    /// The latest resource-usage sample (see [`crate::monitor`]).
+    usage: Option<v1::ResourceUsage>,
 }
 
 impl Agent {
@@ -252,6 +275,7 @@ impl Agent {
             resends: BTreeSet::new(),
             launch_slots: Arc::new(Semaphore::new(CONCURRENT_LAUNCHES)),
             launches_in_flight: 0,
+            usage: None,
         }
     }
 
@@ -284,6 +308,8 @@ impl Agent {
                 ended,
                 watcher: None,
                 killer: None,
+                group: Some(cp.group_id.clone()).filter(|g| !g.is_empty()),
+                kill_message: None,
             };
             let run = RunRef {
                 framework_id: key.0.clone(),
@@ -297,7 +323,7 @@ impl Agent {
             }
             let killing = cp.killing.then_some(StatusReason::ReasonTaskKilled);
             match supervisor {
-                Some(sup) if self.containerizer.is_alive(sup) => {
+                Some(sup) if self.containerizer.is_alive(&run.sandbox, sup) => {
                     tracing::info!(task = %key.1, pid = sup.pid, "re-attached to running task");
                     let watcher = self.containerizer.recover(run.clone(), sup, self.events.clone());
                     let killer = cp.killing.then(|| {
@@ -491,6 +517,10 @@ impl Agent {
                 }
             }
             Command::FromMaster(message) => self.on_master_message(*message),
+            Command::Runs(reply) => {
+                let _ = reply.send(self.runs());
+            }
+            Command::Usage(usage) => self.on_usage(usage),
             Command::State(reply) => {
                 let _ = reply.send(self.state_json());
             }
@@ -560,9 +590,7 @@ impl Agent {
                 tracing::warn!(agent_id = %r.agent_id, "unexpected Registered mid-stream")
             }
             // The master sends no task groups until pods land (Docker issue).
-            Message::RunTaskGroup(g) => {
-                tracing::warn!(group = %g.group_id, "task groups are not supported yet; ignored")
-            }
+            Message::RunTaskGroup(g) => self.run_group(g),
             Message::RunTask(run) => match (run.framework, run.task) {
                 (Some(framework), Some(task)) => self.run_task(framework, task),
                 _ => tracing::warn!("RunTask without framework or task; ignored"),
@@ -605,7 +633,9 @@ impl Agent {
         let run_id = uuid::Uuid::new_v4().simple().to_string();
         let sandbox = self.work.sandbox_path(&key.0, &key.1, &run_id);
         tracing::debug!(task = %key.1, framework = %key.0, sandbox = %sandbox.display(), "launching task");
-        let has_container = info.container.is_some();
+        let invalid = agora_proto::container::validate_container(&info).err();
+        let unsupported = !self.containerizer.supports(&info);
+        let starts_slowly = self.containerizer.reports_starting(&info);
         let staging = v1::TaskStatus {
             task_id: key.1.clone(),
             state: TaskState::Staging as i32,
@@ -625,13 +655,28 @@ impl Agent {
                 killing: false,
                 kill_reason: StatusReason::ReasonTaskKilled,
                 kill_grace: self.settings.kill_grace_period,
-                launching: !has_container,
+                launching: invalid.is_none() && !unsupported,
                 ended: false,
                 watcher: None,
                 killer: None,
+                group: None,
+                kill_message: None,
             },
         );
-        if has_container {
+        if let Some(message) = invalid {
+            tracing::warn!(task = %key.1, %message, "invalid task refused");
+            self.end(
+                &key,
+                Outcome {
+                    state: TaskState::Error,
+                    reason: StatusReason::ReasonTaskInvalid,
+                    message,
+                    exit_code: None,
+                },
+            );
+            return;
+        }
+        if unsupported {
             self.end(
                 &key,
                 Outcome {
@@ -644,7 +689,7 @@ impl Agent {
             return;
         }
         self.dirty.insert(key.clone());
-        if self.containerizer.reports_starting() {
+        if starts_slowly {
             self.update(
                 &key,
                 TaskState::Starting,
@@ -722,6 +767,176 @@ impl Agent {
                 let o = outcome(Some(&ExitRecord::LaunchError(err.to_string())), killing, false);
                 self.end(&key, o);
             }
+        }
+    }
+
+    /// Launches a task group (pod) all-or-nothing; see [`crate::docker::pod`].
+    fn run_group(&mut self, group: v1::RunTaskGroup) {
+        let Some(framework) = group.framework else {
+            tracing::warn!(group = %group.group_id, "RunTaskGroup without framework; ignored");
+            return;
+        };
+        if FrameworkId::parse(&framework.id).is_err() || group.group_id.is_empty() {
+            tracing::warn!(group = %group.group_id, "RunTaskGroup with an invalid framework or group id; ignored");
+            return;
+        }
+        let keys: Vec<TaskKey> = group
+            .tasks
+            .iter()
+            .map(|t| (framework.id.clone(), t.task_id.clone()))
+            .collect();
+        let mut seen = BTreeSet::new();
+        for key in &keys {
+            if TaskId::parse(&key.1).is_err() || self.tasks.contains_key(key) || !seen.insert(key.clone()) {
+                tracing::warn!(group = %group.group_id, task = %key.1, "RunTaskGroup with an invalid, duplicate or known task id; ignored");
+                return;
+            }
+        }
+        let invalid = agora_proto::container::validate_group(&group.tasks).err();
+        let unsupported = group
+            .tasks
+            .iter()
+            .any(|t| t.container.is_none() || !self.containerizer.supports(t));
+        let launching = invalid.is_none() && !unsupported;
+        let mut specs = Vec::with_capacity(keys.len());
+        for (key, info) in keys.iter().zip(group.tasks) {
+            let run_id = uuid::Uuid::new_v4().simple().to_string();
+            let sandbox = self.work.sandbox_path(&key.0, &key.1, &run_id);
+            let env = task_environment(&TaskEnvContext {
+                task: &info,
+                framework_id: &key.0,
+                agent_id: self.agent_id.as_deref().unwrap_or_default(),
+                sandbox: &sandbox,
+                hostname: &self.settings.hostname,
+                path: std::env::var("PATH").ok(),
+            });
+            specs.push(LaunchSpec {
+                run: RunRef {
+                    framework_id: key.0.clone(),
+                    task_id: key.1.clone(),
+                    sandbox: sandbox.clone(),
+                },
+                task: info.clone(),
+                env,
+            });
+            let staging = v1::TaskStatus {
+                task_id: key.1.clone(),
+                state: TaskState::Staging as i32,
+                agent_id: self.agent_id.clone().unwrap_or_default(),
+                ..Default::default()
+            };
+            self.tasks.insert(
+                key.clone(),
+                TaskRecord {
+                    framework: framework.clone(),
+                    info,
+                    sandbox,
+                    supervisor: None,
+                    task_pid: None,
+                    latest: staging,
+                    queue: UpdateQueue::new(self.settings.status_update_retry),
+                    killing: false,
+                    kill_reason: StatusReason::ReasonTaskKilled,
+                    kill_grace: self.settings.kill_grace_period,
+                    launching,
+                    ended: false,
+                    watcher: None,
+                    killer: None,
+                    group: Some(group.group_id.clone()),
+                    kill_message: None,
+                },
+            );
+        }
+        let refused = match (invalid, unsupported) {
+            (Some(message), _) => Some((TaskState::Error, StatusReason::ReasonTaskInvalid, message)),
+            (None, true) => Some((
+                TaskState::Failed,
+                StatusReason::ReasonContainerizerUnavailable,
+                "task groups need the docker containerizer".to_owned(),
+            )),
+            (None, false) => None,
+        };
+        if let Some((state, reason, message)) = refused {
+            tracing::warn!(group = %group.group_id, %message, "task group refused");
+            for key in &keys {
+                self.end(
+                    key,
+                    Outcome {
+                        state,
+                        reason,
+                        message: message.clone(),
+                        exit_code: None,
+                    },
+                );
+            }
+            return;
+        }
+        for key in &keys {
+            self.update(
+                key,
+                TaskState::Starting,
+                StatusReason::ReasonUnspecified,
+                String::new(),
+                None,
+            );
+        }
+        tracing::debug!(group = %group.group_id, tasks = keys.len(), "launching task group");
+        self.launches_in_flight += keys.len();
+        let containerizer = Arc::clone(&self.containerizer);
+        let events = self.events.clone();
+        let internal = self.internal.clone();
+        let slots = Arc::clone(&self.launch_slots);
+        let group_id = group.group_id;
+        tokio::spawn(async move {
+            let runs: Vec<RunRef> = specs.iter().map(|s| s.run.clone()).collect();
+            let _permit = slots.acquire_owned().await.ok();
+            let result =
+                tokio::task::spawn_blocking(move || containerizer.launch_group(&group_id, specs, events))
+                    .await;
+            match result {
+                Ok(Ok(launched)) => {
+                    for (run, launched) in runs.into_iter().zip(launched) {
+                        let _ = internal.send(Internal::Launched {
+                            run,
+                            result: Ok(launched),
+                        });
+                    }
+                }
+                failed => {
+                    let message = match failed {
+                        Ok(Err(err)) => err.to_string(),
+                        Err(join) => join.to_string(),
+                        Ok(Ok(_)) => String::new(),
+                    };
+                    for run in runs {
+                        let _ = internal.send(Internal::Launched {
+                            run,
+                            result: Err(LaunchError::Group(message.clone())),
+                        });
+                    }
+                }
+            }
+        });
+    }
+
+    /// A member of a pod failed: kill the others, naming it.
+    fn kill_rest_of_group(&mut self, failed: &TaskKey, why: &str) {
+        let Some(record) = self.tasks.get(failed) else {
+            return;
+        };
+        let Some(group) = record.group.clone() else { return };
+        let message = format!("task {} of the pod failed: {why}", record.info.name);
+        let others: Vec<TaskKey> = self
+            .tasks
+            .iter()
+            .filter(|(k, r)| *k != failed && r.group.as_deref() == Some(group.as_str()) && !r.ended)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in others {
+            if let Some(record) = self.tasks.get_mut(&key) {
+                record.kill_message = Some(message.clone());
+            }
+            self.kill_task(&key, None, StatusReason::ReasonTaskKilled);
         }
     }
 
@@ -827,11 +1042,28 @@ impl Agent {
     }
 
     /// Produces the task's terminal update.
-    fn end(&mut self, key: &TaskKey, o: Outcome) {
+    fn end(&mut self, key: &TaskKey, mut o: Outcome) {
+        let mut group_failed = false;
         if let Some(record) = self.tasks.get_mut(key) {
+            if let Some(message) = record.kill_message.take()
+                && o.state == TaskState::Killed
+            {
+                o.message = message;
+            }
+            // A failed group launch fails every member by itself.
+            group_failed = record.group.is_some()
+                && o.state == TaskState::Failed
+                && o.reason != StatusReason::ReasonContainerLaunchFailed
+                && !record.ended;
             record.ended = true;
             // The watcher has reported the end (or there is none): let it go.
             record.watcher = None;
+        }
+        if group_failed {
+            let why = o.message.clone();
+            self.update(key, o.state, o.reason, o.message, o.exit_code);
+            self.kill_rest_of_group(key, &why);
+            return;
         }
         self.update(key, o.state, o.reason, o.message, o.exit_code);
     }
@@ -914,6 +1146,46 @@ impl Agent {
         }
     }
 
+    fn runs(&self) -> Vec<RunView> {
+        self.tasks
+            .iter()
+            .map(|((framework_id, task_id), r)| RunView {
+                run: RunRef {
+                    framework_id: framework_id.clone(),
+                    task_id: task_id.clone(),
+                    sandbox: r.sandbox.clone(),
+                },
+                task_pid: r.task_pid,
+                ended: r.ended || r.launching,
+            })
+            .collect()
+    }
+
+    fn on_usage(&mut self, usage: v1::ResourceUsage) {
+        if let Some((link, _)) = &self.link {
+            let message = v1::AgentMessage {
+                message: Some(v1::agent_message::Message::Usage(usage.clone())),
+            };
+            if link.send(message).is_err() {
+                self.link = None;
+            }
+        }
+        self.usage = Some(usage);
+    }
+
+    /// The task's part of the latest usage sample, or null.
+    fn task_usage_json(&self, framework_id: &str, task_id: &str) -> serde_json::Value {
+        self.usage
+            .as_ref()
+            .and_then(|u| {
+                u.tasks
+                    .iter()
+                    .find(|t| t.framework_id == framework_id && t.task_id == task_id)
+            })
+            .map(|t| json!({ "cpus_used": t.cpus_used, "mem_used_mib": t.mem_used_mib }))
+            .unwrap_or(serde_json::Value::Null)
+    }
+
     fn state_json(&self) -> serde_json::Value {
         let tasks: Vec<serde_json::Value> = self
             .tasks
@@ -927,6 +1199,7 @@ impl Agent {
                     "sandbox": r.sandbox.display().to_string(),
                     "pid": r.task_pid,
                     "resources": resources_json(&r.info.resources),
+                    "usage": self.task_usage_json(&r.framework.id, &r.info.task_id),
                 })
             })
             .collect();
@@ -944,8 +1217,25 @@ impl Agent {
             "resources": resources_json(&self.settings.resources.to_proto()),
             "attributes": attributes,
             "tasks": tasks,
+            "usage": self.usage.as_ref().map(usage_json),
         })
     }
+}
+
+/// A usage sample for `/state`: the host's usage, the tasks' total, and when.
+fn usage_json(usage: &v1::ResourceUsage) -> serde_json::Value {
+    let host = usage.host.unwrap_or_default();
+    json!({
+        "timestamp": usage.timestamp,
+        "cpus_used": usage.tasks.iter().map(|t| t.cpus_used).sum::<f64>(),
+        "mem_used_mib": usage.tasks.iter().map(|t| t.mem_used_mib).sum::<f64>(),
+        "host": {
+            "cpus_used": host.cpus_used,
+            "mem_used_mib": host.mem_used_mib,
+            "cpus_total": host.cpus_total,
+            "mem_total_mib": host.mem_total_mib,
+        },
+    })
 }
 
 /// Completes with the batch in flight; never, if there is none.

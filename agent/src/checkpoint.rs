@@ -62,6 +62,9 @@ pub(crate) struct TaskCheckpoint {
     /// A kill was requested (the end is reported as KILLED).
     #[prost(bool, tag = "8")]
     pub killing: bool,
+    /// The task group (pod) the task belongs to; empty for a lone task.
+    #[prost(string, tag = "9")]
+    pub group_id: String,
 }
 
 /// One change of a [`WorkDir::write_batch`].
@@ -90,7 +93,9 @@ struct LogRecord {
 
 /// 64-bit FNV-1a: enough to tell a torn or garbled record from a whole one.
 fn checksum(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn frame(record: &LogRecord, out: &mut Vec<u8>) {
@@ -153,7 +158,9 @@ pub(crate) struct WorkDir {
 
 impl std::fmt::Debug for WorkDir {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkDir").field("root", &self.root).finish_non_exhaustive()
+        f.debug_struct("WorkDir")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
     }
 }
 
@@ -182,7 +189,11 @@ impl WorkDir {
 
     /// A fresh sandbox path for one run of a task.
     pub(crate) fn sandbox_path(&self, framework_id: &str, task_id: &str, run_id: &str) -> PathBuf {
-        self.root.join("sandboxes").join(framework_id).join(task_id).join(run_id)
+        self.root
+            .join("sandboxes")
+            .join(framework_id)
+            .join(task_id)
+            .join(run_id)
     }
 
     /// The agent id saved by an earlier registration, if any.
@@ -201,8 +212,17 @@ impl WorkDir {
 
     /// Writes (replaces) a task's checkpoint on its own (the agent uses [`Self::write_batch`]).
     #[cfg(test)]
-    pub(crate) fn save(&self, framework_id: &str, task_id: &str, checkpoint: &TaskCheckpoint) -> io::Result<()> {
-        let entry = (framework_id.to_owned(), task_id.to_owned(), CheckpointWrite::Save(checkpoint.encode_to_vec()));
+    pub(crate) fn save(
+        &self,
+        framework_id: &str,
+        task_id: &str,
+        checkpoint: &TaskCheckpoint,
+    ) -> io::Result<()> {
+        let entry = (
+            framework_id.to_owned(),
+            task_id.to_owned(),
+            CheckpointWrite::Save(checkpoint.encode_to_vec()),
+        );
         match self.write_batch(&[entry]) {
             0 => Ok(()),
             _ => Err(io::Error::other("checkpoint write failed")),
@@ -212,7 +232,11 @@ impl WorkDir {
     /// Removes a task's checkpoint on its own (the agent uses [`Self::write_batch`]).
     #[cfg(test)]
     pub(crate) fn remove(&self, framework_id: &str, task_id: &str) -> io::Result<()> {
-        match self.write_batch(&[(framework_id.to_owned(), task_id.to_owned(), CheckpointWrite::Remove)]) {
+        match self.write_batch(&[(
+            framework_id.to_owned(),
+            task_id.to_owned(),
+            CheckpointWrite::Remove,
+        )]) {
             0 => Ok(()),
             _ => Err(io::Error::other("checkpoint write failed")),
         }
@@ -266,13 +290,18 @@ impl WorkDir {
         if log.file.is_none() {
             fs::create_dir_all(self.meta_dir())?;
             let existed = self.log_path().exists();
-            let f = OpenOptions::new().create(true).append(true).open(self.log_path())?;
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.log_path())?;
             if !existed {
                 File::open(self.meta_dir())?.sync_all()?;
             }
             log.file = Some(f);
         }
-        log.file.as_mut().ok_or_else(|| io::Error::other("checkpoint log not open"))
+        log.file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("checkpoint log not open"))
     }
 
     /// Applies a batch of checkpoint changes durably: when it returns 0, the
@@ -364,8 +393,12 @@ impl WorkDir {
         for ((framework_id, task_id), bytes) in &log.live {
             match TaskCheckpoint::decode(bytes.as_slice()) {
                 Ok(checkpoint) if checkpoint.task.is_some() => out.push(checkpoint),
-                Ok(_) => tracing::error!(framework = %framework_id, task = %task_id, "task checkpoint without a task; skipped"),
-                Err(err) => tracing::error!(framework = %framework_id, task = %task_id, %err, "unreadable task checkpoint; skipped"),
+                Ok(_) => {
+                    tracing::error!(framework = %framework_id, task = %task_id, "task checkpoint without a task; skipped")
+                }
+                Err(err) => {
+                    tracing::error!(framework = %framework_id, task = %task_id, %err, "unreadable task checkpoint; skipped")
+                }
             }
         }
         Ok(out)
@@ -378,20 +411,39 @@ mod tests {
 
     fn checkpoint(task_id: &str) -> TaskCheckpoint {
         TaskCheckpoint {
-            framework: Some(v1::FrameworkInfo { id: "fw".into(), name: "f".into(), ..Default::default() }),
-            task: Some(v1::TaskInfo { task_id: task_id.into(), name: "n".into(), ..Default::default() }),
+            framework: Some(v1::FrameworkInfo {
+                id: "fw".into(),
+                name: "f".into(),
+                ..Default::default()
+            }),
+            task: Some(v1::TaskInfo {
+                task_id: task_id.into(),
+                name: "n".into(),
+                ..Default::default()
+            }),
             sandbox: "/sb".into(),
             supervisor_pid: 42,
             supervisor_start_time: 7,
-            latest: Some(v1::TaskStatus { task_id: task_id.into(), state: 3, ..Default::default() }),
-            pending: vec![v1::TaskStatus { uuid: vec![1; 16], ..Default::default() }],
+            latest: Some(v1::TaskStatus {
+                task_id: task_id.into(),
+                state: 3,
+                ..Default::default()
+            }),
+            pending: vec![v1::TaskStatus {
+                uuid: vec![1; 16],
+                ..Default::default()
+            }],
             killing: true,
             ..Default::default()
         }
     }
 
     fn save(task_id: &str) -> BatchEntry {
-        ("fw".into(), task_id.into(), CheckpointWrite::Save(checkpoint(task_id).encode_to_vec()))
+        (
+            "fw".into(),
+            task_id.into(),
+            CheckpointWrite::Save(checkpoint(task_id).encode_to_vec()),
+        )
     }
 
     /// A fresh `WorkDir` on the same directory: what a restarted agent sees.
@@ -433,7 +485,14 @@ mod tests {
         work.write_batch(&[save("a")]);
         // A crash in the middle of appending the next batch.
         let mut torn = Vec::new();
-        frame(&LogRecord { framework_id: "fw".into(), task_id: "b".into(), checkpoint: Some(vec![1, 2, 3]) }, &mut torn);
+        frame(
+            &LogRecord {
+                framework_id: "fw".into(),
+                task_id: "b".into(),
+                checkpoint: Some(vec![1, 2, 3]),
+            },
+            &mut torn,
+        );
         let mut f = OpenOptions::new().append(true).open(work.log_path()).unwrap();
         f.write_all(&torn[..torn.len() - 2]).unwrap();
         drop(f);
@@ -441,7 +500,10 @@ mod tests {
         let restarted = reopen(&work);
         assert_eq!(restarted.load_all().unwrap(), vec![checkpoint("a")]);
         restarted.write_batch(&[save("c")]);
-        assert_eq!(reopen(&work).load_all().unwrap(), vec![checkpoint("a"), checkpoint("c")]);
+        assert_eq!(
+            reopen(&work).load_all().unwrap(),
+            vec![checkpoint("a"), checkpoint("c")]
+        );
     }
 
     #[test]
@@ -463,7 +525,14 @@ mod tests {
     fn an_undecodable_checkpoint_is_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let work = WorkDir::new(dir.path().to_path_buf());
-        work.write_batch(&[save("good"), ("fw".into(), "bad".into(), CheckpointWrite::Save(vec![0xff, 0xff, 0xff]))]);
+        work.write_batch(&[
+            save("good"),
+            (
+                "fw".into(),
+                "bad".into(),
+                CheckpointWrite::Save(vec![0xff, 0xff, 0xff]),
+            ),
+        ]);
         assert_eq!(reopen(&work).load_all().unwrap(), vec![checkpoint("good")]);
     }
 
@@ -473,14 +542,20 @@ mod tests {
         let work = WorkDir::new(dir.path().to_path_buf());
         work.write_batch(&[save("keep")]);
         for _ in 0..(COMPACT_MIN_RECORDS / 2 + 1) {
-            work.write_batch(&[save("churn"), ("fw".into(), "churn".into(), CheckpointWrite::Remove)]);
+            work.write_batch(&[
+                save("churn"),
+                ("fw".into(), "churn".into(), CheckpointWrite::Remove),
+            ]);
         }
         let size = fs::metadata(work.log_path()).unwrap().len();
         assert!(size < 4096, "log not compacted: {size} bytes");
         assert_eq!(reopen(&work).load_all().unwrap(), vec![checkpoint("keep")]);
         // Appends after the compaction land in the new file.
         work.write_batch(&[save("after")]);
-        assert_eq!(reopen(&work).load_all().unwrap(), vec![checkpoint("after"), checkpoint("keep")]);
+        assert_eq!(
+            reopen(&work).load_all().unwrap(),
+            vec![checkpoint("after"), checkpoint("keep")]
+        );
     }
 
     #[test]

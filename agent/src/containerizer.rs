@@ -27,6 +27,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use agora_proto::v1;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use nix::errno::Errno;
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
@@ -74,6 +77,15 @@ pub(crate) enum LaunchError {
     Sandbox(PathBuf, io::Error),
     #[error("cannot start supervisor {0}: {1}")]
     Supervisor(PathBuf, io::Error),
+    /// The image is not on the machine and cannot be pulled.
+    #[error("image not found: {0}")]
+    ImageNotFound(String),
+    /// The launch of the task's group failed (the message says which task and why).
+    #[error("{0}")]
+    Group(String),
+    /// The Docker engine refused or failed a request.
+    #[error("docker: {0}")]
+    Docker(String),
 }
 
 /// What to launch.
@@ -96,12 +108,54 @@ pub(crate) struct SupervisorProcess {
 /// Watches a launched run and reports its [`ContainerEvent`]s; the caller spawns it.
 pub(crate) type Watcher = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
+/// Which of a task's output streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+impl LogStream {
+    /// The stream's file name in the sandbox (`stdout` / `stderr`).
+    pub(crate) fn file_name(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+        }
+    }
+}
+
+/// A task's output, chunk by chunk.
+pub(crate) type LogChunks = BoxStream<'static, io::Result<Bytes>>;
+
+/// What a run uses right now, and what it may use.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(crate) struct Usage {
+    /// CPU time consumed so far (user + system), in seconds; cumulative, so
+    /// a sampler derives a rate from two samples.
+    pub cpu_seconds_total: f64,
+    /// Memory in use now, in bytes (RSS for processes, the cgroup's usage for containers).
+    pub mem_bytes: u64,
+    /// CPU limit in cores, if the run is limited.
+    pub cpus_limit: Option<f64>,
+    /// Memory limit in bytes, if the run is limited.
+    pub mem_limit_bytes: Option<u64>,
+}
+
 /// Runs, watches and kills tasks.
 pub(crate) trait Containerizer: Send + Sync + 'static {
-    /// Whether starting a task takes long enough (e.g. pulling an image) to
-    /// report TASK_STARTING before TASK_RUNNING. When `false` the task goes
+    /// Whether this containerizer can run `task` (e.g. a task with a Docker
+    /// container needs the Docker containerizer).
+    fn supports(&self, task: &v1::TaskInfo) -> bool;
+    /// Whether starting `task` takes long enough (e.g. creating a container)
+    /// to report TASK_STARTING before TASK_RUNNING. When `false` the task goes
     /// straight to RUNNING once [`ContainerEvent::Started`] arrives.
-    fn reports_starting(&self) -> bool;
+    fn reports_starting(&self, task: &v1::TaskInfo) -> bool;
+    /// The run's stdout or stderr: the last `tail` lines (all if `None`), then,
+    /// with `follow`, what it writes next until the run ends.
+    fn logs(&self, run: &RunRef, stream: LogStream, tail: Option<usize>, follow: bool) -> LogChunks;
+    /// The run's resource usage now; `None` if it is not running or unknown.
+    fn usage(&self, run: &RunRef, task_pid: Option<i32>) -> BoxFuture<'static, Option<Usage>>;
     /// Starts a task (blocking: call it off the event loop); progress is
     /// reported on `events` by the returned watcher once it is spawned.
     fn launch(
@@ -109,10 +163,25 @@ pub(crate) trait Containerizer: Send + Sync + 'static {
         spec: LaunchSpec,
         events: EventSender,
     ) -> Result<(SupervisorProcess, Watcher), LaunchError>;
+    /// Starts a task group (pod) all-or-nothing (blocking: call it off the
+    /// event loop): every run, in the order given, or none. Only containers
+    /// can form groups.
+    fn launch_group(
+        &self,
+        group_id: &str,
+        specs: Vec<LaunchSpec>,
+        events: EventSender,
+    ) -> Result<Vec<(SupervisorProcess, Watcher)>, LaunchError> {
+        let _ = (group_id, specs, events);
+        Err(LaunchError::Docker(
+            "task groups need the docker containerizer".to_owned(),
+        ))
+    }
     /// Watches a run started by an earlier agent process.
     fn recover(&self, run: RunRef, supervisor: SupervisorProcess, events: EventSender) -> JoinHandle<()>;
-    /// Whether the run's supervisor is still alive.
-    fn is_alive(&self, supervisor: SupervisorProcess) -> bool;
+    /// Whether the run (started by an earlier agent process) may still be
+    /// running, so that [`Containerizer::recover`] should watch it.
+    fn is_alive(&self, sandbox: &Path, supervisor: SupervisorProcess) -> bool;
     /// How a finished run ended, if recorded.
     fn exit_record(&self, sandbox: &Path) -> Option<ExitRecord>;
     /// Kills the run: SIGTERM, then SIGKILL after `grace`. Abort the handle to stop.
@@ -161,8 +230,26 @@ async fn read_started(stdout: ChildStdout) -> Option<i32> {
 }
 
 impl Containerizer for ProcessContainerizer {
-    fn reports_starting(&self) -> bool {
+    fn supports(&self, task: &v1::TaskInfo) -> bool {
+        task.container.is_none()
+    }
+
+    fn reports_starting(&self, _task: &v1::TaskInfo) -> bool {
         false
+    }
+
+    fn logs(&self, run: &RunRef, stream: LogStream, tail: Option<usize>, follow: bool) -> LogChunks {
+        crate::logs::file_logs(run.sandbox.clone(), stream, tail, follow)
+    }
+
+    fn usage(&self, _run: &RunRef, task_pid: Option<i32>) -> BoxFuture<'static, Option<Usage>> {
+        Box::pin(async move {
+            let pgid = task_pid?;
+            tokio::task::spawn_blocking(move || crate::monitor::process_group_usage(pgid))
+                .await
+                .ok()
+                .flatten()
+        })
     }
 
     fn launch(
@@ -230,7 +317,7 @@ impl Containerizer for ProcessContainerizer {
         })
     }
 
-    fn is_alive(&self, supervisor: SupervisorProcess) -> bool {
+    fn is_alive(&self, _sandbox: &Path, supervisor: SupervisorProcess) -> bool {
         is_alive(supervisor)
     }
 

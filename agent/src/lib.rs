@@ -4,7 +4,9 @@
 //! - [`run`] is the agent: resource detection ([`detect_host_resources`]),
 //!   the connection to the master (register, re-register, heartbeats), the
 //!   process containerizer, checkpoints in `--work-dir`, the status-update
-//!   retry queue, and HTTP `/health`, `/state`, `/tasks/{id}/sandbox`.
+//!   retry queue, resource-usage sampling every `--usage-interval`
+//!   (`monitor`), and HTTP `/health`, `/state`, `/tasks/{id}/sandbox`,
+//!   `/tasks/{id}/logs` (`logs`).
 //! - [`supervisor`] is the small program each task runs under
 //!   (`agora supervise`), which records the task's exit status in its sandbox.
 //!
@@ -13,7 +15,7 @@
 //! the agent directly, so the agent can restart (or be SIGKILLed) without
 //! killing them; stopping the agent never kills tasks.
 //!
-//! Files: `work_dir/agent_id`, `work_dir/meta/tasks/<framework>/<task>.checkpoint`,
+//! Files: `work_dir/agent_id`, `work_dir/meta/tasks.log` (every task checkpoint),
 //! and each run's sandbox `work_dir/sandboxes/<framework>/<task>/<run>/`
 //! holding `stdout`, `stderr` and `.agora/` (`task.pid`, `exit_status.json`,
 //! `supervisor.log`, and `messages`: a mailbox where each framework message
@@ -23,10 +25,13 @@
 mod agent;
 mod checkpoint;
 mod containerizer;
+mod docker;
 mod env;
 mod host;
 mod http;
 mod link;
+mod logs;
+mod monitor;
 pub mod supervisor;
 mod updates;
 
@@ -77,6 +82,27 @@ pub struct AgentConfig {
     /// Program used to supervise tasks (`<supervisor> supervise ...`); default: the current executable.
     #[arg(long)]
     pub supervisor: Option<PathBuf>,
+    /// How often to sample the tasks' and the host's CPU and memory use and
+    /// report it to the master (e.g. 5s, 500ms).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub usage_interval: Duration,
+    /// Containerizers to enable, e.g. `docker,process` (default: both when the
+    /// Docker engine answers at start, else process only, with a warning).
+    #[arg(long, value_delimiter = ',')]
+    pub containerizers: Vec<ContainerizerKind>,
+    /// The Docker engine: `unix:///path/docker.sock` or `tcp://host:port`
+    /// (default: the local socket).
+    #[arg(long, env = "DOCKER_HOST")]
+    pub docker_socket: Option<String>,
+}
+
+/// A way of running tasks (`--containerizers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ContainerizerKind {
+    /// Tasks without a container run as processes under the task supervisor.
+    Process,
+    /// Tasks with `container.docker` run as Docker containers.
+    Docker,
 }
 
 impl AgentConfig {
@@ -92,6 +118,9 @@ impl AgentConfig {
             status_update_retry: Duration::from_secs(10),
             kill_grace_period: Duration::from_secs(3),
             supervisor: None,
+            usage_interval: Duration::from_secs(5),
+            containerizers: Vec::new(),
+            docker_socket: None,
         }
     }
 }
@@ -117,6 +146,9 @@ pub enum AgentError {
     /// The HTTP listener failed.
     #[error("http server: {0}")]
     Http(io::Error),
+    /// `--containerizers docker` was asked for and the engine does not answer.
+    #[error("--containerizers docker: {0}")]
+    Docker(#[from] docker::DockerUnavailable),
 }
 
 /// Runs the agent until `shutdown` completes: serves HTTP on `listener`, keeps
@@ -140,8 +172,21 @@ pub async fn run(
     let attributes = host::parse_attributes(config.attributes.as_deref().unwrap_or(""))?;
     let work_err = |e| AgentError::WorkDir(config.work_dir.clone(), e);
     std::fs::create_dir_all(&config.work_dir).map_err(work_err)?;
-    let detected = detect_host_resources(&config.work_dir);
-    let resources = host::resolve_resources(config.resources.as_deref(), &detected)?;
+    let docker = docker_containerizer(&config).await?;
+    let mut detected = detect_host_resources(&config.work_dir);
+    let gpus = match &docker {
+        Some(_) => docker::gpu::detect_gpus(std::env::var("PATH").ok().as_deref()),
+        None => Vec::new(),
+    };
+    let gpus_named = config.resources.as_deref().is_some_and(|r| r.contains("gpus"));
+    if !gpus.is_empty() && !gpus_named {
+        tracing::info!(gpus = gpus.len(), "offering GPUs found by nvidia-smi");
+        detected.add(&agora_proto::Resources::new().scalar("gpus", gpus.len() as f64));
+    }
+    let mut resources = host::resolve_resources(config.resources.as_deref(), &detected)?;
+    if !gpus.is_empty() && !gpus_named {
+        resources.add(&agora_proto::Resources::new().scalar("gpus", gpus.len() as f64));
+    }
     let hostname = match &config.hostname {
         Some(h) => h.clone(),
         None => hostname::get()
@@ -172,15 +217,40 @@ pub async fn run(
     };
     let (commands, command_rx) = mpsc::unbounded_channel();
     let (events, event_rx) = mpsc::unbounded_channel();
-    let containerizer = Arc::new(ProcessContainerizer::new(supervisor));
-    let mut agent = Agent::new(settings, work, containerizer, agent_id, events);
+    let docker = docker.map(|d| {
+        docker::DockerContainerizer::new(
+            d,
+            config.work_dir.clone(),
+            gpus.into_iter().map(|g| g.uuid).collect(),
+        )
+    });
+    if let Some(docker) = &docker {
+        let known = checkpoints.iter().map(|cp| PathBuf::from(&cp.sandbox)).collect();
+        let removed = docker.remove_orphans(&known).await;
+        if removed > 0 {
+            tracing::info!(removed, "removed orphan containers");
+        }
+    }
+    let containerizer = Arc::new(docker::Containerizers {
+        process: ProcessContainerizer::new(supervisor),
+        docker,
+    });
+    let sandboxes = work.root().join("sandboxes");
+    let mut agent = Agent::new(settings, work, containerizer.clone(), agent_id, events);
     agent.recover(checkpoints);
     let actor = tokio::spawn(agent.run(command_rx, event_rx));
     let link = tokio::spawn(link::maintain(masters, commands.clone()));
+    let monitor = tokio::spawn(monitor::run(
+        config.usage_interval,
+        containerizer.clone(),
+        commands.clone(),
+    ));
+    let routes =
+        http::router(commands.clone()).merge(logs::router(commands.clone(), containerizer, sandboxes));
 
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut http = tokio::spawn(
-        axum::serve(listener, http::router(commands.clone()))
+        axum::serve(listener, routes)
             .with_graceful_shutdown(async {
                 let _ = http_stopped.await;
             })
@@ -197,6 +267,7 @@ pub async fn run(
     };
     tracing::info!("agent shutting down (tasks keep running)");
     link.abort();
+    monitor.abort();
     let _ = stop_http.send(());
     let _ = commands.send(Command::Shutdown);
     let _ = actor.await;
@@ -205,4 +276,24 @@ pub async fn run(
         http.abort();
     }
     result
+}
+
+/// The Docker client, if Docker is enabled: asked for explicitly (an error if
+/// the engine does not answer), or by default when it answers in time.
+async fn docker_containerizer(config: &AgentConfig) -> Result<Option<bollard::Docker>, AgentError> {
+    let explicit = !config.containerizers.is_empty();
+    if explicit && !config.containerizers.contains(&ContainerizerKind::Docker) {
+        return Ok(None);
+    }
+    match docker::connect(config.docker_socket.as_deref()).await {
+        Ok(client) => {
+            tracing::info!("docker containerizer enabled");
+            Ok(Some(client))
+        }
+        Err(err) if explicit => Err(AgentError::Docker(err)),
+        Err(err) => {
+            tracing::warn!(%err, "Docker is not available: running tasks as processes only (tasks with a Docker container will fail)");
+            Ok(None)
+        }
+    }
 }

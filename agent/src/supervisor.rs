@@ -60,12 +60,19 @@ pub(crate) enum ExitRecord {
     Signal(i32),
     /// The command could not be started; the OS error.
     LaunchError(String),
+    /// The container was killed for going over its memory limit.
+    OutOfMemory,
 }
 
 impl ExitRecord {
     /// Parses the status file's contents.
     pub(crate) fn parse(text: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
+    }
+
+    /// Writes the record to a status file (atomically, not durably).
+    pub(crate) fn write(&self, path: &Path) -> io::Result<()> {
+        replace_file(path, &record_json(self)?)
     }
 
     /// Reads a status file; `None` if it does not exist or cannot be parsed.

@@ -485,7 +485,10 @@ async fn a_task_that_ignores_sigterm_is_killed_after_the_grace_period() {
 async fn a_task_with_a_container_fails_as_containerizer_unavailable() {
     let (master, mut sessions) = start_master().await;
     let dir = tempfile::tempdir().unwrap();
-    let agent = RunningAgent::start(master, dir.path(), |_| {}).await;
+    let agent = RunningAgent::start(master, dir.path(), |c| {
+        c.containerizers = vec![agora_agent::ContainerizerKind::Process];
+    })
+    .await;
     let mut session = next_session(&mut sessions).await;
     let mut t = task("docker", "true");
     t.container = Some(v1::ContainerInfo {

@@ -7,6 +7,7 @@
 //! their own domain types at their edges. No I/O happens here.
 #![forbid(unsafe_code)]
 
+pub mod container;
 pub mod id;
 pub mod resources;
 pub mod state;

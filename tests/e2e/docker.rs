@@ -1,0 +1,134 @@
+//! Docker tasks through the real binary: a `shell_task` with a container,
+//! on the `agora-test/busybox:latest` image (scripts/test-image.sh). Every
+//! container is removed by its work-dir label when the test ends, pass or fail.
+
+use std::path::{Path, PathBuf};
+
+use agora_proto::v1::{self, StatusReason, TaskState};
+
+use crate::harness::*;
+
+const IMAGE: &str = "agora-test/busybox:latest";
+
+fn docker(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .expect("Docker tests need the docker CLI and a running engine");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Fails loudly when the engine or the test image is missing.
+fn require_docker() {
+    let out = std::process::Command::new("docker")
+        .args(["image", "inspect", IMAGE])
+        .output()
+        .expect("Docker tests need the docker CLI and a running engine");
+    assert!(
+        out.status.success(),
+        "Docker tests need the image {IMAGE} (run scripts/test-image.sh): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Removes the containers of agent 0 of the cluster in `dir` when dropped.
+struct Containers(PathBuf);
+
+impl Containers {
+    fn of(dir: &Path) -> Self {
+        Self(dir.join("agent-0"))
+    }
+
+    fn ids(&self) -> Vec<String> {
+        let filter = format!("label=agora.work_dir={}", self.0.display());
+        docker(&["ps", "-aq", "--filter", &filter])
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        for id in self.ids() {
+            docker(&["rm", "-f", &id]);
+        }
+    }
+}
+
+fn docker_task(id: &str, cmd: &str, image: &str) -> v1::TaskInfo {
+    let mut task = shell_task(id, cmd, 0.1, 32.0);
+    task.container = Some(v1::ContainerInfo {
+        kind: Some(v1::container_info::Kind::Docker(v1::DockerInfo {
+            image: image.into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    });
+    task
+}
+
+async fn docker_cluster() -> Cluster {
+    require_docker();
+    Cluster::start(ClusterSpec {
+        agent_args: vec!["--containerizers".into(), "docker,process".into()],
+        ..ClusterSpec::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_docker_task_runs_to_finished() {
+    let cluster = docker_cluster().await;
+    let _containers = Containers::of(cluster.dir.path());
+    let mut fw = Framework::subscribe(cluster.master.addr, framework_info("e2e", 0.0)).await;
+    let offers = fw.offers().await;
+    fw.launch(&[&offers[0]], vec![docker_task("d1", "echo hi", IMAGE)])
+        .await;
+    fw.update("d1", TaskState::Running).await;
+    let finished = fw.update("d1", TaskState::Finished).await;
+    assert_eq!(finished.exit_code, Some(0));
+}
+
+#[tokio::test]
+async fn a_docker_task_exiting_3_fails_with_3() {
+    let cluster = docker_cluster().await;
+    let _containers = Containers::of(cluster.dir.path());
+    let mut fw = Framework::subscribe(cluster.master.addr, framework_info("e2e", 0.0)).await;
+    let offers = fw.offers().await;
+    fw.launch(&[&offers[0]], vec![docker_task("d3", "exit 3", IMAGE)])
+        .await;
+    let failed = fw.update("d3", TaskState::Failed).await;
+    assert_eq!(failed.exit_code, Some(3));
+}
+
+#[tokio::test]
+async fn killing_a_docker_task_stops_and_removes_its_container() {
+    let cluster = docker_cluster().await;
+    let containers = Containers::of(cluster.dir.path());
+    let mut fw = Framework::subscribe(cluster.master.addr, framework_info("e2e", 0.0)).await;
+    let offers = fw.offers().await;
+    fw.launch(&[&offers[0]], vec![docker_task("dk", "sleep 300", IMAGE)])
+        .await;
+    fw.update("dk", TaskState::Running).await;
+    assert_eq!(containers.ids().len(), 1);
+    fw.kill("dk").await;
+    fw.update("dk", TaskState::Killed).await;
+    assert!(containers.ids().is_empty(), "the container was not removed");
+}
+
+#[tokio::test]
+async fn a_docker_task_with_a_missing_image_fails_as_image_not_found() {
+    let cluster = docker_cluster().await;
+    let _containers = Containers::of(cluster.dir.path());
+    let mut fw = Framework::subscribe(cluster.master.addr, framework_info("e2e", 0.0)).await;
+    let offers = fw.offers().await;
+    fw.launch(
+        &[&offers[0]],
+        vec![docker_task("dm", "true", "agora-test/missing:1")],
+    )
+    .await;
+    let failed = fw.update("dm", TaskState::Failed).await;
+    assert_eq!(failed.message, "image not found: agora-test/missing:1");
+    assert_eq!(failed.reason(), StatusReason::ReasonContainerLaunchFailed);
+}
