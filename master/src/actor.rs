@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until};
 use tonic::Status;
 
-use crate::cluster::{AgentTx, Call, Caller, Effect, EventTx, Master};
+use crate::cluster::{AgentTx, Call, Caller, Effect, EventTx, Master, OperatorError, OperatorRequest};
 
 /// A request to the actor. Replies, where there are any, come back on the
 /// oneshot after the step's effects are done.
@@ -50,6 +50,11 @@ pub enum Command {
     },
     RefreshGauges {
         reply: oneshot::Sender<()>,
+    },
+    /// Quota, weights, roles (the operator's HTTP API).
+    Operator {
+        request: OperatorRequest,
+        reply: oneshot::Sender<Result<Value, OperatorError>>,
     },
 }
 
@@ -168,6 +173,11 @@ async fn handle(master: &mut Master, store: &SharedStore, command: Command) {
         Command::RefreshGauges { reply } => {
             master.refresh_gauges();
             let _ = reply.send(());
+        }
+        Command::Operator { request, reply } => {
+            let result = master.operator(request, now);
+            execute(master, store).await;
+            let _ = reply.send(result);
         }
     }
 }

@@ -23,7 +23,13 @@ use tonic::Status;
 use crate::MasterConfig;
 use crate::allocator::{Allocator, AllocatorConfig};
 use crate::metrics::{Metrics, label};
-use crate::validation::{OfferRef, validate_accept};
+use crate::validation::{AcceptContext, OfferRef, validate_accept};
+
+mod operator;
+pub use operator::{
+    OperatorError, OperatorRequest, RESERVATIONS_PREFIX, decode_reservations, encode_reservations,
+    reservations_key,
+};
 
 /// Where a framework's events go: its Subscribe response stream.
 pub type EventTx = mpsc::UnboundedSender<Result<v1::Event, Status>>;
@@ -215,6 +221,8 @@ pub struct Master {
     allocation_due: Option<Instant>,
     next_heartbeat: Instant,
     effects: Vec<Effect>,
+    /// Quota, weights and dynamic reservations the operator and frameworks set.
+    policy: operator::RolePolicy,
 }
 
 impl Master {
@@ -225,6 +233,7 @@ impl Master {
             weights: config.weights.clone(),
             min_allocatable: config.min_allocatable.clone(),
         });
+        let policy = operator::RolePolicy::new(&config.weights);
         Self {
             config,
             master_id,
@@ -238,6 +247,7 @@ impl Master {
             allocation_due: None,
             next_heartbeat,
             effects: Vec::new(),
+            policy,
         }
     }
 
@@ -523,7 +533,7 @@ impl Master {
                 offer_ids,
                 operations,
                 refuse,
-            } => self.accept(fid, &offer_ids, &operations, refuse, now),
+            } => return self.accept(fid, &offer_ids, &operations, refuse, now),
             Call::Decline { offer_ids, refuse } => {
                 for offer_id in offer_ids {
                     if self.offers.get(&offer_id).is_some_and(|o| &o.framework_id == fid) {
@@ -690,11 +700,18 @@ impl Master {
         operations: &[v1::Operation],
         refuse: Duration,
         now: Instant,
-    ) {
+    ) -> Result<(), Status> {
+        let no_roles = Vec::new();
+        let roles = self.frameworks.get(fid).map_or(&no_roles, |f| &f.info.roles);
+        let context = AcceptContext {
+            roles,
+            dynamic_reservations: self.policy.reservations(),
+        };
         let plan = validate_accept(
             fid,
             offer_ids,
             operations,
+            context,
             |id| {
                 self.offers.get(id).map(|o| OfferRef {
                     framework_id: &o.framework_id,
@@ -707,7 +724,8 @@ impl Master {
                     .get(&(fid.clone(), tid.clone()))
                     .is_some_and(|t| !is_terminal(t.state()))
             },
-        );
+        )
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let mut consumed = Vec::new();
         for id in &plan.consumed_offers {
             if let Some(o) = self.offers.remove(id) {
@@ -725,16 +743,29 @@ impl Master {
                 self.allocator.recover(&o.framework_id, &o.agent_id, &o.resources);
             }
             self.schedule_allocation(now);
-            return;
+            return Ok(());
         };
         self.metrics.offers_accepted.inc_by(consumed.len() as u64);
+        // Reservation changes need the resources free: the offers go back
+        // first, and the launches then take their resources from the free pool.
+        let reserving = !plan.reservations.is_empty();
+        if reserving {
+            for o in &consumed {
+                self.allocator.recover(&o.framework_id, &o.agent_id, &o.resources);
+            }
+            self.apply_reservations(&agent_id, &plan.reservations);
+        }
         let framework_info = self
             .frameworks
             .get(fid)
             .map(|f| f.info.clone())
             .unwrap_or_default();
         for launch in plan.launches {
-            self.allocator.launch(fid, &agent_id, &launch.resources);
+            if reserving {
+                self.allocator.add_used(fid, &agent_id, &launch.resources);
+            } else {
+                self.allocator.launch(fid, &agent_id, &launch.resources);
+            }
             let status = master_status(
                 launch.task_id.as_str(),
                 Some(&agent_id),
@@ -766,6 +797,7 @@ impl Master {
         // A framework holds offers on an agent for one role at a time.
         let role = consumed.first().map(|o| o.role.clone()).unwrap_or_default();
         self.return_to_pool(fid, &role, &agent_id, &plan.unused, refuse, now);
+        Ok(())
     }
 
     // -----------------------------------------------------------------
@@ -807,6 +839,7 @@ impl Master {
             info.encode_to_vec(),
         )]));
         self.allocator.add_agent(id.clone(), total.clone());
+        self.apply_stored_reservations(&id);
         self.agents.insert(
             id.clone(),
             Agent {
@@ -969,7 +1002,7 @@ impl Master {
             v1::agent_message::Message::Heartbeat(_) => {}
             v1::agent_message::Message::Usage(usage) => {
                 if let Some(a) = self.agents.get_mut(id) {
-                    a.usage = Some(usage);
+                    a.usage = Some(sanitize_usage(usage));
                 }
             }
             v1::agent_message::Message::Register(_) => {
@@ -1197,6 +1230,7 @@ impl Master {
                 hostname: agent.info.hostname.clone(),
                 resources: a.resources.to_proto(),
                 attributes: agent.info.attributes.clone(),
+                allocation_role: a.role.clone(),
             };
             self.offers.insert(
                 id,
@@ -1241,6 +1275,73 @@ impl Master {
                 .inc();
         }
         m.offers_outstanding.set(self.offers.len() as i64);
+        self.refresh_usage_gauges();
+        self.refresh_share_gauges();
+    }
+
+    /// Per agent: allocated vs used cpus and memory; per live task: its usage.
+    /// Series of agents and tasks that are gone disappear.
+    fn refresh_usage_gauges(&self) {
+        let m = &self.metrics;
+        m.agent_cpus_used.clear();
+        m.agent_mem_used_mib.clear();
+        m.agent_cpus_allocated.clear();
+        m.agent_mem_allocated_mib.clear();
+        m.task_cpus_used.clear();
+        m.task_mem_used_mib.clear();
+        for (id, a) in &self.agents {
+            let labels = label("agent_id", id.as_str());
+            let allocated = self.used_on(id);
+            m.agent_cpus_allocated
+                .get_or_create(&labels)
+                .set(allocated.get_scalar("cpus"));
+            m.agent_mem_allocated_mib
+                .get_or_create(&labels)
+                .set(allocated.get_scalar("mem"));
+            if let Some(usage) = &a.usage {
+                let tasks = &usage.tasks;
+                m.agent_cpus_used
+                    .get_or_create(&labels)
+                    .set(tasks.iter().map(|t| t.cpus_used).sum());
+                m.agent_mem_used_mib
+                    .get_or_create(&labels)
+                    .set(tasks.iter().map(|t| t.mem_used_mib).sum());
+            }
+        }
+        for t in self.tasks.values().filter(|t| !is_terminal(t.state())) {
+            if let Some(usage) = self.task_usage(t) {
+                let labels = vec![
+                    ("framework_id".to_owned(), t.framework_id.as_str().to_owned()),
+                    ("task_id".to_owned(), t.info.task_id.clone()),
+                ];
+                m.task_cpus_used.get_or_create(&labels).set(usage.cpus_used);
+                m.task_mem_used_mib.get_or_create(&labels).set(usage.mem_used_mib);
+            }
+        }
+    }
+
+    /// The live task's part of its agent's latest usage sample.
+    fn task_usage(&self, t: &Task) -> Option<&v1::TaskUsage> {
+        if is_terminal(t.state()) {
+            return None;
+        }
+        self.agents
+            .get(&t.agent_id)?
+            .usage
+            .as_ref()?
+            .tasks
+            .iter()
+            .find(|u| u.framework_id == t.framework_id.as_str() && u.task_id == t.info.task_id)
+    }
+
+    /// A task as `/state` shows it, with its usage (null when unknown).
+    fn task_state_json(&self, t: &Task) -> Value {
+        let mut v = task_json(t);
+        v["usage"] = match self.task_usage(t) {
+            Some(u) => json!({ "cpus_used": u.cpus_used, "mem_used_mib": u.mem_used_mib }),
+            None => Value::Null,
+        };
+        v
     }
 
     /// The master's state as `/state` serves it:
@@ -1249,13 +1350,19 @@ impl Master {
     /// { "master_id", "version",
     ///   "agents": [{ "id", "hostname", "http_address", "attributes": {name: value},
     ///                "resources": R, "used": R, "offered": R,
+    ///                "usage": U | null,
     ///                "active": bool, "status": "active"|"unreachable", "connected": bool }],
     ///   "frameworks": [{ "id", "name", "user", "roles": [..], "active": bool, "connected": bool,
     ///                    "status": "connected"|"disconnected", "failover_timeout_seconds",
-    ///                    "used": R, "offered": R, "task_count" }],
+    ///                    "used": R, "offered": R, "task_count",
+    ///                    "dominant_share", "role_shares": {role: share} }],
     ///   "tasks": [T], "completed_tasks": [T] }
     /// R = { "cpus", "mem", "disk", "gpus" (numbers), "ports": "[31000-32000]", other scalars by name }
-    /// T = { "id", "name", "framework_id", "agent_id", "state": "TASK_RUNNING", "message", "resources": R }
+    /// T = { "id", "name", "framework_id", "agent_id", "state": "TASK_RUNNING", "message", "resources": R,
+    ///       "usage": { "cpus_used", "mem_used_mib" } | null }
+    /// U = { "cpus_used", "mem_used_mib" (the agent's tasks, summed), "timestamp",
+    ///       "host": { "cpus_used", "mem_used_mib", "cpus_total", "mem_total_mib" } }
+    /// ("used" is what is allocated to tasks; "usage" what they actually use, as last sampled.)
     /// ```
     pub fn state_json(&self) -> Value {
         let agents: Vec<Value> = self
@@ -1276,6 +1383,7 @@ impl Master {
                     "resources": resources_json(&a.total),
                     "used": resources_json(&self.used_on(id)),
                     "offered": resources_json(&self.allocator.offered(id)),
+                    "usage": a.usage.as_ref().map(usage_json),
                     "active": a.reachable,
                     "connected": a.conn.is_some(),
                     "status": if a.reachable { "active" } else { "unreachable" },
@@ -1298,6 +1406,7 @@ impl Master {
                 for o in self.offers.values().filter(|o| &o.framework_id == id) {
                     offered.add(&o.resources);
                 }
+                let (dominant_share, role_shares) = self.framework_shares_json(id);
                 json!({
                     "id": id,
                     "name": f.info.name,
@@ -1312,6 +1421,8 @@ impl Master {
                     "used": resources_json(&used),
                     "offered": resources_json(&offered),
                     "task_count": task_count,
+                    "dominant_share": dominant_share,
+                    "role_shares": role_shares,
                 })
             })
             .collect();
@@ -1320,8 +1431,8 @@ impl Master {
             "version": env!("CARGO_PKG_VERSION"),
             "agents": agents,
             "frameworks": frameworks,
-            "tasks": self.tasks.values().map(task_json).collect::<Vec<_>>(),
-            "completed_tasks": self.completed.iter().rev().map(task_json).collect::<Vec<_>>(),
+            "tasks": self.tasks.values().map(|t| self.task_state_json(t)).collect::<Vec<_>>(),
+            "completed_tasks": self.completed.iter().rev().map(|t| self.task_state_json(t)).collect::<Vec<_>>(),
         })
     }
 
@@ -1350,6 +1461,48 @@ fn task_json(t: &Task) -> Value {
     })
 }
 
+/// A usage sample with every figure a finite, non-negative number (an agent's
+/// NaN or negative reading becomes 0), so `/state` and `/metrics` stay meaningful.
+fn sanitize_usage(mut usage: v1::ResourceUsage) -> v1::ResourceUsage {
+    fn clean(x: &mut f64) {
+        if !x.is_finite() || *x < 0.0 {
+            *x = 0.0;
+        }
+    }
+    if let Some(h) = usage.host.as_mut() {
+        for x in [
+            &mut h.cpus_used,
+            &mut h.mem_used_mib,
+            &mut h.cpus_total,
+            &mut h.mem_total_mib,
+        ] {
+            clean(x);
+        }
+    }
+    for t in &mut usage.tasks {
+        clean(&mut t.cpus_used);
+        clean(&mut t.mem_used_mib);
+    }
+    clean(&mut usage.timestamp);
+    usage
+}
+
+/// An agent's latest usage sample as `/state` shows it.
+fn usage_json(usage: &v1::ResourceUsage) -> Value {
+    let host = usage.host.unwrap_or_default();
+    json!({
+        "cpus_used": usage.tasks.iter().map(|t| t.cpus_used).sum::<f64>(),
+        "mem_used_mib": usage.tasks.iter().map(|t| t.mem_used_mib).sum::<f64>(),
+        "timestamp": usage.timestamp,
+        "host": {
+            "cpus_used": host.cpus_used,
+            "mem_used_mib": host.mem_used_mib,
+            "cpus_total": host.cpus_total,
+            "mem_total_mib": host.mem_total_mib,
+        },
+    })
+}
+
 /// Resources as `/state` shows them.
 pub fn resources_json(r: &Resources) -> Value {
     let mut out = serde_json::Map::new();
@@ -1374,3 +1527,7 @@ pub fn resources_json(r: &Resources) -> Value {
 #[cfg(test)]
 #[path = "cluster_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "usage_tests.rs"]
+mod usage_tests;

@@ -610,3 +610,298 @@ async fn updates_for_a_removed_framework_are_acknowledged_by_the_master() {
     );
     assert!(m.state_json()["tasks"].as_array().unwrap().is_empty());
 }
+
+// ---------------------------------------------------------------------
+// Roles: hierarchical roles, weights, dynamic reservations
+// ---------------------------------------------------------------------
+
+fn register_with(m: &mut Master, id: &str, resources: &str) -> AgentId {
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let mut agent = agent_info(id);
+    agent.resources = Resources::parse(resources).unwrap().to_proto();
+    let register = v1::Register {
+        agent: Some(agent),
+        tasks: vec![],
+        frameworks: vec![],
+    };
+    m.register_agent(register, 1, tx, Instant::now()).unwrap()
+}
+
+fn in_role(role: &str) -> v1::FrameworkInfo {
+    v1::FrameworkInfo {
+        roles: vec![role.into()],
+        ..framework_info(0.0)
+    }
+}
+
+fn reserve(res: &str) -> v1::Operation {
+    v1::Operation {
+        operation: Some(v1::operation::Operation::Reserve(v1::Reserve {
+            resources: Resources::parse(res).unwrap().to_proto(),
+        })),
+    }
+}
+
+fn unreserve(res: &str) -> v1::Operation {
+    v1::Operation {
+        operation: Some(v1::operation::Operation::Unreserve(v1::Unreserve {
+            resources: Resources::parse(res).unwrap().to_proto(),
+        })),
+    }
+}
+
+fn launching(tasks: Vec<v1::TaskInfo>) -> v1::Operation {
+    v1::Operation {
+        operation: Some(v1::operation::Operation::Launch(v1::Launch { task_infos: tasks })),
+    }
+}
+
+/// An ACCEPT with `operations`; what the framework leaves is refused for an hour.
+fn accept_ops(
+    m: &mut Master,
+    caller: &Caller,
+    offer: &v1::Offer,
+    operations: Vec<v1::Operation>,
+) -> Result<Vec<Effect>, Status> {
+    let call = Call::Accept {
+        offer_ids: vec![OfferId::parse(&offer.id).unwrap()],
+        operations,
+        refuse: Duration::from_secs(3600),
+    };
+    m.call(caller, call, Instant::now())?;
+    Ok(m.take_effects())
+}
+
+/// Subscribes a framework in `role` and returns the first offer it gets.
+async fn subscribe_for_offer(m: &mut Master, role: &str) -> (Caller, v1::Offer) {
+    let caller = subscribe(m, in_role(role));
+    m.take_effects();
+    let effects = advance(m, DELAY).await;
+    let offer = offers(&framework_events(&effects, &caller.framework_id))
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no offer for a framework in {role}"));
+    (caller, offer)
+}
+
+fn resources_of(offer: &v1::Offer) -> Resources {
+    Resources::from_proto(&offer.resources).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_framework_in_a_hierarchical_role_gets_offers_naming_its_role() {
+    let mut m = master(config());
+    register(&mut m, "", 1, vec![]);
+    let (_, offer) = subscribe_for_offer(&mut m, "eng/web").await;
+    assert_eq!(offer.allocation_role, "eng/web");
+    assert_eq!(resources_of(&offer).get_scalar("cpus"), 4.0);
+}
+
+/// Runs the weights scenario: `prod` holds half the cluster and `dev` a
+/// quarter; returns who is offered a newly registered agent.
+async fn who_gets_a_new_agent(prod_weight: Option<f64>) -> &'static str {
+    let mut m = master(config());
+    register_with(&mut m, "agent-1", "cpus:4;mem:1024");
+    let (prod, offer) = subscribe_for_offer(&mut m, "prod").await;
+    accept_ops(
+        &mut m,
+        &prod,
+        &offer,
+        vec![launching(vec![task_info("p", "cpus:4;mem:1024")])],
+    )
+    .unwrap();
+    let dev = subscribe(&mut m, in_role("dev"));
+    register_with(&mut m, "agent-2", "cpus:2;mem:512");
+    let effects = advance(&mut m, DELAY).await;
+    let offer = offers(&framework_events(&effects, &dev.framework_id)).remove(0);
+    accept_ops(
+        &mut m,
+        &dev,
+        &offer,
+        vec![launching(vec![task_info("d", "cpus:2;mem:512")])],
+    )
+    .unwrap();
+    if let Some(w) = prod_weight {
+        m.operator(
+            OperatorRequest::SetWeight {
+                role: "prod".into(),
+                weight: w,
+            },
+            Instant::now(),
+        )
+        .unwrap();
+    }
+    m.take_effects();
+    register_with(&mut m, "agent-3", "cpus:2;mem:512");
+    let effects = advance(&mut m, DELAY).await;
+    match (
+        offers(&framework_events(&effects, &prod.framework_id)).len(),
+        offers(&framework_events(&effects, &dev.framework_id)).len(),
+    ) {
+        (1, 0) => "prod",
+        (0, 1) => "dev",
+        other => panic!("unexpected offers {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_role_with_the_lower_share_is_offered_first() {
+    assert_eq!(who_gets_a_new_agent(None).await, "dev");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_weight_set_at_runtime_changes_who_is_offered_first() {
+    assert_eq!(who_gets_a_new_agent(Some(3.0)).await, "prod");
+}
+
+/// One agent; a `prod` framework reserves `cpus:2;mem:512` of it.
+async fn with_reservation() -> (Master, AgentId, Caller) {
+    let mut m = master(config());
+    let agent = register_with(&mut m, "agent-1", "cpus:4;mem:1024");
+    let (prod, offer) = subscribe_for_offer(&mut m, "prod").await;
+    assert_eq!(offer.allocation_role, "prod");
+    let effects = accept_ops(&mut m, &prod, &offer, vec![reserve("cpus(prod):2;mem(prod):512")]).unwrap();
+    let stored = effects.iter().any(|e| {
+        matches!(e, Effect::Persist(w) if w.iter().any(|w| matches!(w,
+            agora_store::Write::Put { key, value }
+                if key == &reservations_key(&agent)
+                && decode_reservations(value) == Some(Resources::parse("cpus(prod):2;mem(prod):512").unwrap()))))
+    });
+    assert!(stored, "the reservation is written to the registry: {effects:?}");
+    (m, agent, prod)
+}
+
+#[tokio::test(start_paused = true)]
+async fn reserved_resources_are_offered_only_to_their_role() {
+    let (mut m, _, _) = with_reservation().await;
+    let (_, dev_offer) = subscribe_for_offer(&mut m, "dev").await;
+    assert_eq!(
+        resources_of(&dev_offer),
+        Resources::parse("cpus:2;mem:512").unwrap()
+    );
+    let (_, prod_offer) = subscribe_for_offer(&mut m, "prod").await;
+    assert_eq!(
+        resources_of(&prod_offer),
+        Resources::parse("cpus(prod):2;mem(prod):512").unwrap()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_launch_after_a_reserve_in_the_same_accept_uses_the_reservation() {
+    let mut m = master(config());
+    let agent = register_with(&mut m, "agent-1", "cpus:4;mem:1024");
+    let (prod, offer) = subscribe_for_offer(&mut m, "prod").await;
+    let effects = accept_ops(
+        &mut m,
+        &prod,
+        &offer,
+        vec![
+            reserve("cpus(prod):2"),
+            launching(vec![task_info("t", "cpus(prod):2;mem:128")]),
+        ],
+    )
+    .unwrap();
+    assert!(matches!(
+        agent_messages(&effects, &agent).as_slice(),
+        [master_message::Message::RunTask(_)]
+    ));
+    assert_eq!(
+        m.allocator.used(&agent),
+        Resources::parse("cpus(prod):2;mem:128").unwrap()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn unreserve_gives_the_resources_back_to_every_role() {
+    let (mut m, agent, _) = with_reservation().await;
+    let (_, dev_offer) = subscribe_for_offer(&mut m, "dev").await;
+    assert_eq!(resources_of(&dev_offer).get_scalar("cpus"), 2.0);
+    let (prod2, reserved) = subscribe_for_offer(&mut m, "prod").await;
+    let effects = accept_ops(
+        &mut m,
+        &prod2,
+        &reserved,
+        vec![unreserve("cpus(prod):2;mem(prod):512")],
+    )
+    .unwrap();
+    assert!(effects.iter().any(|e| matches!(e, Effect::Persist(w)
+        if w.iter().any(|w| matches!(w, agora_store::Write::Delete { key } if key == &reservations_key(&agent))))));
+    assert!(m.policy.reservations().is_empty());
+    let free = m.allocator.free(&agent);
+    assert_eq!(
+        free,
+        Resources::parse("cpus:2;mem:512").unwrap(),
+        "unreserved and free"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalid_reserve_refuses_the_whole_accept_and_changes_nothing() {
+    let mut m = master(config());
+    let agent = register_with(&mut m, "agent-1", "cpus:4;mem:1024");
+    let (prod, offer) = subscribe_for_offer(&mut m, "prod").await;
+    let cases = [
+        (
+            reserve("cpus(prod):8"),
+            "operations[0].reserve.resources[0]: cpus:8 is not among",
+        ),
+        (reserve("cpus(dev):1"), "operations[0].reserve.resources[0].role"),
+    ];
+    for (op, words) in cases {
+        let err = accept_ops(
+            &mut m,
+            &prod,
+            &offer,
+            vec![op, launching(vec![task_info("t", "cpus:1")])],
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().starts_with(words), "{}", err.message());
+        assert!(m.take_effects().is_empty(), "nothing is sent or stored");
+        assert!(
+            m.offers.contains_key(&OfferId::parse(&offer.id).unwrap()),
+            "the offer stays"
+        );
+        assert!(m.policy.reservations().is_empty());
+        assert_eq!(m.allocator.offered(&agent), resources_of(&offer));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn stored_reservations_are_reapplied_when_the_agent_registers() {
+    let mut m = master(config());
+    let agent = AgentId::parse("agent-1").unwrap();
+    m.recover_reservations(agent.clone(), Resources::parse("cpus(prod):3").unwrap());
+    register_with(&mut m, "agent-1", "cpus:4;mem:1024");
+    let (_, dev_offer) = subscribe_for_offer(&mut m, "dev").await;
+    assert_eq!(
+        resources_of(&dev_offer),
+        Resources::parse("cpus:1;mem:1024").unwrap()
+    );
+    let roles = m.roles_json();
+    let prod = roles["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["role"] == "prod")
+        .unwrap();
+    assert_eq!(prod["reserved"]["cpus"], 3.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn state_shows_each_frameworks_shares() {
+    let mut m = master(config());
+    register_with(&mut m, "agent-1", "cpus:4;mem:1024");
+    let (prod, offer) = subscribe_for_offer(&mut m, "prod").await;
+    accept_ops(
+        &mut m,
+        &prod,
+        &offer,
+        vec![launching(vec![task_info("p", "cpus:1;mem:512")])],
+    )
+    .unwrap();
+    let state = m.state_json();
+    let fw = &state["frameworks"][0];
+    assert_eq!(fw["dominant_share"], 0.5);
+    assert_eq!(fw["role_shares"]["prod"], 0.5);
+}

@@ -18,6 +18,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::actor::{Command, MasterHandle};
+use crate::allocator::validate_role;
 use crate::cluster::{Call, Caller, DEFAULT_REFUSE};
 
 /// The longest refuse filter honoured; longer ones are cut to this.
@@ -49,27 +50,6 @@ pub fn validate_framework_info(info: Option<v1::FrameworkInfo>) -> Result<v1::Fr
         validate_role(role).map_err(|e| invalid(&format!("framework.roles[{i}]"), e))?;
     }
     Ok(info)
-}
-
-fn validate_role(role: &str) -> Result<(), String> {
-    if role == "*" {
-        return Ok(());
-    }
-    if role.is_empty() {
-        return Err("must not be empty".to_owned());
-    }
-    if role == "." || role == ".." || role.starts_with('-') {
-        return Err(format!("{role:?} is not a valid role name"));
-    }
-    if let Some(c) = role
-        .chars()
-        .find(|c| !c.is_ascii_graphic() || *c == '/' || *c == '*')
-    {
-        return Err(format!(
-            "must be printable ASCII without '/', '*' or whitespace, found {c:?}"
-        ));
-    }
-    Ok(())
 }
 
 /// Checks a Caller: present, both ids valid.
@@ -458,10 +438,10 @@ mod tests {
             ),
             (
                 v1::FrameworkInfo {
-                    roles: vec!["ok".into(), "a/b".into()],
+                    roles: vec!["ok".into(), "eng/web".into(), "a//b".into()],
                     ..base.clone()
                 },
-                "framework.roles[1]",
+                "framework.roles[2]",
             ),
             (
                 v1::FrameworkInfo {

@@ -2,7 +2,8 @@
 //! scheduler and agent APIs.
 //!
 //! [`serve`] runs it: gRPC (`agora.v1.Scheduler`, `agora.v1.AgentLink`) and
-//! HTTP (`/health`, `/state`, `/metrics`) on one port. All mutable state is
+//! HTTP (`/health`, `/state`, `/metrics`, the role API `/quota`, `/weights`,
+//! `/roles`) on one port. All mutable state is
 //! owned by one actor ([`cluster::Master`] driven by `actor.rs`); handlers
 //! validate requests and send it commands.
 //!
@@ -17,6 +18,7 @@ pub mod cluster;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod quota;
 pub mod validation;
 
 use std::future::Future;
@@ -134,6 +136,7 @@ pub async fn serve(
             Err(e) => tracing::warn!(%key, error = %e, "skipping an undecodable framework record"),
         }
     }
+    recover_role_policy(&mut master, store.as_ref()).await?;
     let agents = store
         .list(AGENTS_PREFIX)
         .await
@@ -185,4 +188,44 @@ pub async fn serve(
     };
     let _ = stop_tx.send(true);
     result
+}
+
+/// Loads quota, weights (they override `--weights`) and agents' dynamic
+/// reservations from the registry. Undecodable records are skipped.
+async fn recover_role_policy(master: &mut Master, store: &dyn agora_store::Store) -> Result<(), MasterError> {
+    let role_of = |key: &str, prefix: &str| key.strip_prefix(prefix).and_then(quota::unescape_role);
+    for (key, value) in store
+        .list(quota::QUOTA_PREFIX)
+        .await
+        .map_err(MasterError::ReadRegistry)?
+    {
+        match (role_of(&key, quota::QUOTA_PREFIX), quota::parse_quota(&value)) {
+            (Some(role), Ok(q)) => master.recover_quota(role, q),
+            _ => tracing::warn!(%key, "skipping an undecodable quota record"),
+        }
+    }
+    for (key, value) in store
+        .list(quota::WEIGHTS_PREFIX)
+        .await
+        .map_err(MasterError::ReadRegistry)?
+    {
+        match (role_of(&key, quota::WEIGHTS_PREFIX), quota::parse_weight(&value)) {
+            (Some(role), Ok(w)) => master.recover_weight(role, w),
+            _ => tracing::warn!(%key, "skipping an undecodable weight record"),
+        }
+    }
+    for (key, value) in store
+        .list(cluster::RESERVATIONS_PREFIX)
+        .await
+        .map_err(MasterError::ReadRegistry)?
+    {
+        let agent = key
+            .strip_prefix(cluster::RESERVATIONS_PREFIX)
+            .and_then(|id| agora_proto::AgentId::parse(id).ok());
+        match (agent, cluster::decode_reservations(&value)) {
+            (Some(agent), Some(reserved)) => master.recover_reservations(agent, reserved),
+            _ => tracing::warn!(%key, "skipping an undecodable reservation record"),
+        }
+    }
+    Ok(())
 }

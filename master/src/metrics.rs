@@ -4,6 +4,7 @@
 //! the master's state just before each scrape.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -14,6 +15,9 @@ use prometheus_client::registry::Registry;
 
 /// Label set: a list of (name, value) pairs.
 pub type Labels = Vec<(String, String)>;
+
+/// A gauge holding a fractional value (cores, MiB).
+pub type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Handles on every metric of the master. Cloning shares the metrics.
 #[derive(Clone)]
@@ -41,6 +45,24 @@ pub struct Metrics {
     pub status_updates: Counter,
     /// How long allocation passes take, in seconds.
     pub allocation_seconds: Histogram,
+    /// Cores the agent's tasks use (latest sample), by `agent_id`.
+    pub agent_cpus_used: Family<Labels, FloatGauge>,
+    /// MiB of memory the agent's tasks use (latest sample), by `agent_id`.
+    pub agent_mem_used_mib: Family<Labels, FloatGauge>,
+    /// Cores allocated to the agent's live tasks, by `agent_id`.
+    pub agent_cpus_allocated: Family<Labels, FloatGauge>,
+    /// MiB of memory allocated to the agent's live tasks, by `agent_id`.
+    pub agent_mem_allocated_mib: Family<Labels, FloatGauge>,
+    /// Cores a live task uses (latest sample), by `framework_id` and `task_id`.
+    pub task_cpus_used: Family<Labels, FloatGauge>,
+    /// MiB of memory a live task uses (latest sample), by `framework_id` and `task_id`.
+    pub task_mem_used_mib: Family<Labels, FloatGauge>,
+    /// A framework's dominant share (DRF), by `framework_id`.
+    pub framework_dominant_share: Family<Labels, FloatGauge>,
+    /// What a role's subtree is allocated (used + offered), by `role` and `resource`.
+    pub role_allocated: Family<Labels, FloatGauge>,
+    /// A role's dominant share divided by its weight, by `role`.
+    pub role_weighted_share: Family<Labels, FloatGauge>,
 }
 
 impl Metrics {
@@ -97,8 +119,71 @@ impl Metrics {
             "Duration of allocation passes",
             allocation_seconds.clone(),
         );
+        let agent_cpus_used = Family::<Labels, FloatGauge>::default();
+        let agent_mem_used_mib = Family::<Labels, FloatGauge>::default();
+        let agent_cpus_allocated = Family::<Labels, FloatGauge>::default();
+        let agent_mem_allocated_mib = Family::<Labels, FloatGauge>::default();
+        let task_cpus_used = Family::<Labels, FloatGauge>::default();
+        let task_mem_used_mib = Family::<Labels, FloatGauge>::default();
+        registry.register(
+            "agent_cpus_used",
+            "Cores the agent's tasks use, as last sampled",
+            agent_cpus_used.clone(),
+        );
+        registry.register(
+            "agent_mem_used_mib",
+            "MiB of memory the agent's tasks use, as last sampled",
+            agent_mem_used_mib.clone(),
+        );
+        registry.register(
+            "agent_cpus_allocated",
+            "Cores allocated to the agent's live tasks",
+            agent_cpus_allocated.clone(),
+        );
+        registry.register(
+            "agent_mem_allocated_mib",
+            "MiB of memory allocated to the agent's live tasks",
+            agent_mem_allocated_mib.clone(),
+        );
+        registry.register(
+            "task_cpus_used",
+            "Cores a live task uses, as last sampled",
+            task_cpus_used.clone(),
+        );
+        registry.register(
+            "task_mem_used_mib",
+            "MiB of memory a live task uses, as last sampled",
+            task_mem_used_mib.clone(),
+        );
+        let framework_dominant_share = Family::<Labels, FloatGauge>::default();
+        let role_allocated = Family::<Labels, FloatGauge>::default();
+        let role_weighted_share = Family::<Labels, FloatGauge>::default();
+        registry.register(
+            "framework_dominant_share",
+            "A framework's dominant share of the cluster (DRF)",
+            framework_dominant_share.clone(),
+        );
+        registry.register(
+            "role_allocated",
+            "Resources a role's subtree is allocated (used + offered)",
+            role_allocated.clone(),
+        );
+        registry.register(
+            "role_weighted_share",
+            "A role's dominant share divided by its weight",
+            role_weighted_share.clone(),
+        );
         Self {
             registry: Arc::new(registry),
+            framework_dominant_share,
+            role_allocated,
+            role_weighted_share,
+            agent_cpus_used,
+            agent_mem_used_mib,
+            agent_cpus_allocated,
+            agent_mem_allocated_mib,
+            task_cpus_used,
+            task_mem_used_mib,
             agents,
             frameworks_connected,
             frameworks,

@@ -5,11 +5,21 @@
 //! returns an [`AcceptPlan`]: what to launch, which tasks get which error
 //! update, which offers are consumed and what goes back to the pool. The
 //! caller then applies the plan.
+//!
+//! RESERVE and UNRESERVE operations are checked first, in order, against
+//! what the offers hold; an invalid one refuses the whole accept
+//! ([`InvalidOperation`]: there is no task to carry an error update).
+//! Valid ones convert the offered resources before the launches are
+//! checked, so a LAUNCH may use resources a RESERVE of the same accept
+//! reserved.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
+use agora_proto::resources::UNRESERVED;
 use agora_proto::v1::{self, StatusReason, TaskState};
 use agora_proto::{AgentId, FrameworkId, OfferId, Resources, TaskId};
+
+use crate::allocator::{is_ancestor_or_self, validate_role};
 
 /// What the validator needs to know of an outstanding offer.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +49,63 @@ pub struct ValidLaunch {
     pub resources: Resources,
 }
 
+/// Which way a reservation operation moves resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReservationKind {
+    /// RESERVE: unreserved → reserved for the role.
+    Reserve,
+    /// UNRESERVE: reserved for the role → unreserved.
+    Unreserve,
+}
+
+/// A valid RESERVE or UNRESERVE, for one role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservationOp {
+    pub kind: ReservationKind,
+    pub role: String,
+    /// The amounts, in their unreserved form.
+    pub resources: Resources,
+}
+
+impl ReservationOp {
+    /// The amounts reserved for the role.
+    pub fn reserved(&self) -> Resources {
+        with_role(&self.resources, &self.role)
+    }
+}
+
+/// An operation that refuses the whole accept; names the operation and field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidOperation(pub String);
+
+/// `r` with every resource given `role` (`*`: unreserved).
+pub fn with_role(r: &Resources, role: &str) -> Resources {
+    let list: Vec<v1::Resource> = r
+        .to_proto()
+        .into_iter()
+        .map(|mut res| {
+            res.role = if role == UNRESERVED {
+                String::new()
+            } else {
+                role.to_owned()
+            };
+            res
+        })
+        .collect();
+    Resources::from_proto(&list).unwrap_or_default()
+}
+
+/// What the validator needs to know of the framework and the agent.
+#[derive(Debug, Clone, Copy)]
+pub struct AcceptContext<'a> {
+    /// The framework's roles; reservations must be for one of them or a
+    /// role below one.
+    pub roles: &'a [String],
+    /// Dynamic reservations by agent (only those may be unreserved).
+    pub dynamic_reservations: &'a BTreeMap<AgentId, Resources>,
+}
+
 /// The outcome of validating an ACCEPT.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AcceptPlan {
@@ -50,6 +117,8 @@ pub struct AcceptPlan {
     /// Whether the offers were valid; if not, nothing is launched and the
     /// consumed offers go back to the pool without filters.
     pub offers_valid: bool,
+    /// Reservation changes to apply, in order, before the launches.
+    pub reservations: Vec<ReservationOp>,
     /// Tasks to launch, in order.
     pub launches: Vec<ValidLaunch>,
     /// Tasks that get an error update instead.
@@ -148,18 +217,121 @@ fn check_task(path: &str, task: &v1::TaskInfo, agent: &AgentId) -> Result<(TaskI
     Ok((task_id, resources))
 }
 
+/// The RESERVE and UNRESERVE operations, with their paths.
+fn reservation_ops(operations: &[v1::Operation]) -> Vec<(String, ReservationKind, &[v1::Resource])> {
+    let mut out = Vec::new();
+    for (i, op) in operations.iter().enumerate() {
+        match &op.operation {
+            Some(v1::operation::Operation::Reserve(r)) => {
+                out.push((
+                    format!("operations[{i}].reserve"),
+                    ReservationKind::Reserve,
+                    r.resources.as_slice(),
+                ));
+            }
+            Some(v1::operation::Operation::Unreserve(r)) => {
+                out.push((
+                    format!("operations[{i}].unreserve"),
+                    ReservationKind::Unreserve,
+                    r.resources.as_slice(),
+                ));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Checks one RESERVE/UNRESERVE against what is left of the offers
+/// (`remaining`) and of the agent's dynamic reservations (`dynamic`), and
+/// applies it to both. `Err` names the field.
+fn check_reservation(
+    path: &str,
+    kind: ReservationKind,
+    list: &[v1::Resource],
+    roles: &[String],
+    remaining: &mut Resources,
+    dynamic: &mut Resources,
+) -> Result<Vec<ReservationOp>, String> {
+    if list.is_empty() {
+        return Err(format!("{path}.resources: must not be empty"));
+    }
+    let mut avail = remaining.clone();
+    let mut dyn_avail = dynamic.clone();
+    let mut by_role: BTreeMap<String, Resources> = BTreeMap::new();
+    for (j, res) in list.iter().enumerate() {
+        let field = format!("{path}.resources[{j}]");
+        let role = res.role.as_str();
+        if role.is_empty() || role == UNRESERVED {
+            return Err(format!(
+                "{field}.role: must name the role of the reservation (not '*')"
+            ));
+        }
+        validate_role(role).map_err(|e| format!("{field}.role: {e}"))?;
+        if !roles.iter().any(|r| is_ancestor_or_self(r, role)) {
+            return Err(format!(
+                "{field}.role: {role:?} is neither one of the framework's roles {roles:?} nor below one"
+            ));
+        }
+        let reserved =
+            Resources::from_proto(std::slice::from_ref(res)).map_err(|e| format!("{field}: {e}"))?;
+        let unreserved = with_role(&reserved, UNRESERVED);
+        match kind {
+            ReservationKind::Reserve => {
+                avail = avail.checked_sub(&unreserved).ok_or_else(|| {
+                    format!(
+                        "{field}: {unreserved} is not among the offers' unreserved resources (left: {avail})"
+                    )
+                })?;
+            }
+            ReservationKind::Unreserve => {
+                avail = avail.checked_sub(&reserved).ok_or_else(|| {
+                    format!("{field}: {reserved} is not among the offered resources (left: {avail})")
+                })?;
+                dyn_avail = dyn_avail.checked_sub(&reserved).ok_or_else(|| {
+                    format!("{field}: {reserved} is not dynamically reserved on the agent (static reservations cannot be undone)")
+                })?;
+            }
+        }
+        by_role.entry(role.to_owned()).or_default().add(&unreserved);
+    }
+    let ops: Vec<ReservationOp> = by_role
+        .into_iter()
+        .map(|(role, resources)| ReservationOp {
+            kind,
+            role,
+            resources,
+        })
+        .collect();
+    for op in &ops {
+        match kind {
+            ReservationKind::Reserve => {
+                avail.add(&op.reserved());
+                dyn_avail.add(&op.reserved());
+            }
+            ReservationKind::Unreserve => avail.add(&op.resources),
+        }
+    }
+    *remaining = avail;
+    *dynamic = dyn_avail;
+    Ok(ops)
+}
+
 /// Validates an ACCEPT of `framework` over `offer_ids` with `operations`.
 ///
 /// `lookup` finds an outstanding offer; `is_live` says whether the framework
-/// already has a live task with that id.
+/// already has a live task with that id. `Err`: an invalid RESERVE or
+/// UNRESERVE; nothing of the accept may happen.
 pub fn validate_accept<'a>(
     framework: &FrameworkId,
     offer_ids: &[OfferId],
     operations: &[v1::Operation],
+    context: AcceptContext<'_>,
     lookup: impl Fn(&OfferId) -> Option<OfferRef<'a>>,
     is_live: impl Fn(&TaskId) -> bool,
-) -> AcceptPlan {
+) -> Result<AcceptPlan, InvalidOperation> {
     let tasks = task_infos(operations);
+    let reservation_ops = reservation_ops(operations);
     // The caller's own offers are consumed whether or not the accept is valid.
     let mut consumed_offers = Vec::new();
     let mut held = Resources::new();
@@ -175,8 +347,12 @@ pub fn validate_accept<'a>(
     }
     let agent = match check_offers(framework, offer_ids, &lookup) {
         Ok(agent) => agent,
+        Err((_, message)) if !reservation_ops.is_empty() => {
+            let (path, _, _) = &reservation_ops[0];
+            return Err(InvalidOperation(format!("{path}: cannot apply: {message}")));
+        }
         Err((state, message)) => {
-            return AcceptPlan {
+            return Ok(AcceptPlan {
                 agent_id: None,
                 consumed_offers,
                 offers_valid: false,
@@ -190,12 +366,24 @@ pub fn validate_accept<'a>(
                         message: message.clone(),
                     })
                     .collect(),
+                reservations: Vec::new(),
                 unused: held,
-            };
+            });
         }
     };
 
     let mut remaining = held;
+    let mut dynamic = context
+        .dynamic_reservations
+        .get(&agent)
+        .cloned()
+        .unwrap_or_default();
+    let mut reservations = Vec::new();
+    for (path, kind, list) in reservation_ops {
+        let ops = check_reservation(&path, kind, list, context.roles, &mut remaining, &mut dynamic)
+            .map_err(InvalidOperation)?;
+        reservations.extend(ops);
+    }
     let mut launches = Vec::new();
     let mut rejections = Vec::new();
     let mut ids_in_accept = HashSet::new();
@@ -246,14 +434,15 @@ pub fn validate_accept<'a>(
             resources,
         });
     }
-    AcceptPlan {
+    Ok(AcceptPlan {
         agent_id: Some(agent),
         consumed_offers,
         offers_valid: true,
+        reservations,
         launches,
         rejections,
         unused: remaining,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -264,6 +453,7 @@ mod tests {
     struct Fixture {
         offers: HashMap<OfferId, (FrameworkId, AgentId, Resources)>,
         live: HashSet<TaskId>,
+        dynamic: BTreeMap<AgentId, Resources>,
     }
 
     fn me() -> FrameworkId {
@@ -285,9 +475,24 @@ mod tests {
             OfferId::new_unchecked("other"),
             (FrameworkId::new_unchecked("fw-x"), a2, r),
         );
+        offers.insert(
+            OfferId::new_unchecked("reserved"),
+            (
+                me(),
+                AgentId::new_unchecked("agent-3"),
+                Resources::parse("cpus(prod):2;cpus(prod/a):1;cpus(prod/b):1;mem:64").unwrap(),
+            ),
+        );
+        let dynamic = [(
+            AgentId::new_unchecked("agent-3"),
+            Resources::parse("cpus(prod):2;cpus(prod/a):1").unwrap(),
+        )]
+        .into_iter()
+        .collect();
         Fixture {
             offers,
             live: [TaskId::new_unchecked("live")].into_iter().collect(),
+            dynamic,
         }
     }
 
@@ -313,10 +518,23 @@ mod tests {
     fn run(offers: &[&str], tasks: Vec<v1::TaskInfo>) -> AcceptPlan {
         let f = fixture();
         let ids: Vec<OfferId> = offers.iter().map(|o| OfferId::new_unchecked(*o)).collect();
+        validate_with(&f, &ids, &launch(tasks)).unwrap()
+    }
+
+    fn validate_with(
+        f: &Fixture,
+        ids: &[OfferId],
+        operations: &[v1::Operation],
+    ) -> Result<AcceptPlan, InvalidOperation> {
+        let roles = ["prod".to_owned()];
         validate_accept(
             &me(),
-            &ids,
-            &launch(tasks),
+            ids,
+            operations,
+            AcceptContext {
+                roles: &roles,
+                dynamic_reservations: &f.dynamic,
+            },
             |id| {
                 f.offers.get(id).map(|(fw, a, r)| OfferRef {
                     framework_id: fw,
@@ -528,5 +746,115 @@ mod tests {
         );
         assert_eq!(plan.launches.len(), 1);
         assert_eq!(plan.rejections[0].task_id, "b");
+    }
+
+    fn op(kind: ReservationKind, res: &str) -> v1::Operation {
+        let resources = Resources::parse(res).unwrap().to_proto();
+        v1::Operation {
+            operation: Some(match kind {
+                ReservationKind::Reserve => v1::operation::Operation::Reserve(v1::Reserve { resources }),
+                ReservationKind::Unreserve => {
+                    v1::operation::Operation::Unreserve(v1::Unreserve { resources })
+                }
+            }),
+        }
+    }
+
+    fn ids(offers: &[&str]) -> Vec<OfferId> {
+        offers.iter().map(|o| OfferId::new_unchecked(*o)).collect()
+    }
+
+    #[test]
+    fn a_reserve_converts_offered_resources_before_the_launches() {
+        let f = fixture();
+        let mut ops = vec![op(ReservationKind::Reserve, "cpus(prod/x):1;mem(prod/x):128")];
+        ops.extend(launch(vec![task("a", "cpus(prod/x):1")]));
+        let plan = validate_with(&f, &ids(&["o1"]), &ops).unwrap();
+        assert_eq!(
+            plan.reservations,
+            vec![ReservationOp {
+                kind: ReservationKind::Reserve,
+                role: "prod/x".into(),
+                resources: Resources::parse("cpus:1;mem:128").unwrap(),
+            }]
+        );
+        assert_eq!(plan.launches.len(), 1, "{:?}", plan.rejections);
+        assert_eq!(
+            plan.unused,
+            Resources::parse("cpus:1;mem:128;mem(prod/x):128;ports:[31000-31001]").unwrap()
+        );
+    }
+
+    #[test]
+    fn an_unreserve_returns_dynamic_reservations_to_the_unreserved_pool() {
+        let f = fixture();
+        let ops = vec![op(ReservationKind::Unreserve, "cpus(prod):2")];
+        let plan = validate_with(&f, &ids(&["reserved"]), &ops).unwrap();
+        assert_eq!(plan.reservations[0].kind, ReservationKind::Unreserve);
+        assert_eq!(plan.reservations[0].role, "prod");
+        assert_eq!(
+            plan.unused,
+            Resources::parse("cpus:2;cpus(prod/a):1;cpus(prod/b):1;mem:64").unwrap()
+        );
+    }
+
+    #[test]
+    fn invalid_reservations_refuse_the_accept_naming_the_operation() {
+        use ReservationKind::{Reserve, Unreserve};
+        let cases: Vec<(&[&str], Vec<v1::Operation>, &str)> = vec![
+            (
+                &["o1"],
+                vec![op(Reserve, "cpus(prod):3")],
+                "operations[0].reserve.resources[0]: cpus:3 is not among",
+            ),
+            (
+                &["o1"],
+                vec![op(Reserve, "cpus(dev):1")],
+                "operations[0].reserve.resources[0].role: \"dev\" is neither",
+            ),
+            (
+                &["o1"],
+                vec![op(Reserve, "cpus:1")],
+                "operations[0].reserve.resources[0].role: must name",
+            ),
+            (
+                &["o1"],
+                vec![op(Reserve, "mem(prod):1"), op(Reserve, "cpus(pro d):1")],
+                "operations[1].reserve.resources[0].role",
+            ),
+            (
+                &["o1"],
+                vec![v1::Operation {
+                    operation: Some(v1::operation::Operation::Reserve(v1::Reserve {
+                        resources: vec![],
+                    })),
+                }],
+                "operations[0].reserve.resources: must not be empty",
+            ),
+            (
+                &["reserved"],
+                vec![op(Unreserve, "cpus(prod):3")],
+                "operations[0].unreserve.resources[0]: cpus(prod):3 is not among the offered",
+            ),
+            (
+                &["reserved"],
+                vec![op(Unreserve, "cpus(prod/b):1")],
+                "static reservations cannot be undone",
+            ),
+            (
+                &["gone"],
+                vec![op(Reserve, "cpus(prod):1")],
+                "operations[0].reserve: cannot apply: offer gone",
+            ),
+        ];
+        let f = fixture();
+        for (offers, ops, words) in cases {
+            let err = validate_with(&f, &ids(offers), &ops).unwrap_err();
+            assert!(
+                err.0.starts_with(words) || err.0.contains(words),
+                "{words}: {}",
+                err.0
+            );
+        }
     }
 }

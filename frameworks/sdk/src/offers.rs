@@ -253,7 +253,7 @@ mod tests {
             agent_id: agent.into(),
             hostname: format!("{agent}.local"),
             resources: Resources::parse(resources).unwrap().to_proto(),
-            attributes: vec![],
+            ..Default::default()
         }
     }
 

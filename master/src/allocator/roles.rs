@@ -121,6 +121,11 @@ impl RoleWeights {
         self.0.get(role).copied().unwrap_or(1.0)
     }
 
+    /// The configured weights, by role.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.0.iter().map(|(role, w)| (role.as_str(), *w))
+    }
+
     /// Sets the weight of a role (must be finite and > 0; others are ignored).
     pub fn set(&mut self, role: &str, weight: f64) {
         if weight.is_finite() && weight > 0.0 {

@@ -354,5 +354,6 @@ pub fn offer(id: &str) -> v1::Offer {
             .unwrap()
             .to_proto(),
         attributes: vec![],
+        allocation_role: "*".into(),
     }
 }
