@@ -6,6 +6,7 @@
 
 mod bench;
 mod local;
+mod logs;
 mod state;
 
 use std::process::ExitCode;
@@ -53,6 +54,9 @@ enum Command {
     Local(local::LocalArgs),
     /// Print a readable summary of a master's /state: agents, frameworks, tasks.
     State(state::StateArgs),
+    /// Print a task's stdout (or --stderr) wherever it runs or ran; --follow keeps
+    /// printing until the task ends.
+    Logs(logs::LogsArgs),
     /// Benchmarks that drive a real master.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -66,6 +70,11 @@ enum BenchCommand {
     /// Launch many short tasks through a framework on the SDK and report
     /// tasks/s and offer→RUNNING latency.
     Launch(bench::BenchArgs),
+    /// Simulate a cluster: a real master, thousands of simulated agents
+    /// speaking the agent protocol over gRPC, and frameworks on the SDK;
+    /// report tasks/s, offer→launch latency, allocation pass time and the
+    /// master's peak RSS.
+    Cluster(bench::ClusterArgs),
 }
 
 fn init_logging(format: LogFormat) {
@@ -126,7 +135,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Local(args) => local::run(args, shutdown_signal()).await?,
         Command::State(args) => state::run(args).await?,
+        Command::Logs(args) => logs::run(args).await?,
         Command::Bench(BenchCommand::Launch(args)) => bench::launch(args).await?,
+        Command::Bench(BenchCommand::Cluster(args)) => bench::cluster(args).await?,
         Command::Supervise(_) => anyhow::bail!("supervise is handled before the runtime starts"),
     }
     Ok(())

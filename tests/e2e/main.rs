@@ -6,8 +6,12 @@ mod harness;
 
 mod accept;
 mod bad_input;
+mod bench;
 mod cli;
+mod docker;
 mod failover;
 mod launch;
+mod monitoring;
 mod offers;
+mod pods;
 mod recovery;

@@ -17,6 +17,8 @@ use anyhow::Context;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::stats::percentile;
+
 /// Flags of `agora bench launch`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
@@ -196,15 +198,6 @@ impl Report {
     }
 }
 
-/// The value below which a fraction `q` of `sorted` lies (nearest rank).
-fn percentile(sorted: &[Duration], q: f64) -> Option<Duration> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
-}
-
 /// Per-task bookkeeping.
 #[derive(Debug, Clone, Default)]
 struct TaskTrack {
@@ -329,28 +322,6 @@ impl Scheduler for LaunchBench {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ms(v: &[u64]) -> Vec<Duration> {
-        v.iter().map(|&m| Duration::from_millis(m)).collect()
-    }
-
-    #[test]
-    fn percentiles_use_the_nearest_rank() {
-        let sorted = ms(&(1..=100).collect::<Vec<_>>());
-        assert_eq!(percentile(&sorted, 0.50), Some(Duration::from_millis(50)));
-        assert_eq!(percentile(&sorted, 0.99), Some(Duration::from_millis(99)));
-        assert_eq!(percentile(&sorted, 1.0), Some(Duration::from_millis(100)));
-    }
-
-    #[test]
-    fn percentile_of_nothing_is_none() {
-        assert_eq!(percentile(&[], 0.5), None);
-    }
-
-    #[test]
-    fn percentile_of_one_sample_is_that_sample() {
-        assert_eq!(percentile(&ms(&[7]), 0.01), Some(Duration::from_millis(7)));
-    }
 
     #[test]
     fn task_ids_map_back_to_their_index() {
