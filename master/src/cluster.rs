@@ -23,7 +23,7 @@ use tonic::Status;
 use crate::MasterConfig;
 use crate::allocator::{Allocator, AllocatorConfig};
 use crate::metrics::{Metrics, label};
-use crate::validation::{AcceptContext, OfferRef, validate_accept};
+use crate::validation::{AcceptContext, OfferRef, ValidLaunch, validate_accept};
 
 mod operator;
 pub use operator::{
@@ -143,6 +143,12 @@ impl Framework {
             .capabilities
             .contains(&(v1::FrameworkCapability::PartitionAware as i32))
     }
+
+    fn task_groups(&self) -> bool {
+        self.info
+            .capabilities
+            .contains(&(v1::FrameworkCapability::TaskGroups as i32))
+    }
 }
 
 #[derive(Clone)]
@@ -158,6 +164,8 @@ struct Task {
     /// newest state on the agent (`StatusUpdate.latest_state`) is terminal,
     /// which may be before the framework has seen that state.
     released: bool,
+    /// The task group (pod) the task was launched in, if any.
+    group_id: Option<String>,
 }
 
 impl Task {
@@ -555,14 +563,31 @@ impl Master {
                 match self.tasks.get(&(fid.clone(), task_id.clone())) {
                     Some(task) if !is_terminal(task.state()) => {
                         let agent = task.agent_id.clone();
-                        self.send_to_agent(
-                            &agent,
-                            master_message::Message::KillTask(v1::KillTask {
-                                framework_id: fid.as_str().to_owned(),
-                                task_id: task_id.as_str().to_owned(),
-                                kill_policy,
-                            }),
-                        );
+                        // Killing one task of a group kills the whole group.
+                        let mut victims = vec![task_id.clone()];
+                        if let Some(group) = &task.group_id {
+                            victims.extend(
+                                self.tasks
+                                    .iter()
+                                    .filter(|((f, t), other)| {
+                                        f == fid
+                                            && *t != task_id
+                                            && other.group_id.as_ref() == Some(group)
+                                            && !is_terminal(other.state())
+                                    })
+                                    .map(|((_, t), _)| t.clone()),
+                            );
+                        }
+                        for victim in victims {
+                            self.send_to_agent(
+                                &agent,
+                                master_message::Message::KillTask(v1::KillTask {
+                                    framework_id: fid.as_str().to_owned(),
+                                    task_id: victim.as_str().to_owned(),
+                                    kill_policy,
+                                }),
+                            );
+                        }
                     }
                     Some(task) => {
                         // Already terminal: tell the framework again how it ended.
@@ -703,9 +728,11 @@ impl Master {
     ) -> Result<(), Status> {
         let no_roles = Vec::new();
         let roles = self.frameworks.get(fid).map_or(&no_roles, |f| &f.info.roles);
+        let task_groups = self.frameworks.get(fid).is_some_and(Framework::task_groups);
         let context = AcceptContext {
             roles,
             dynamic_reservations: self.policy.reservations(),
+            task_groups,
         };
         let plan = validate_accept(
             fid,
@@ -761,36 +788,29 @@ impl Master {
             .map(|f| f.info.clone())
             .unwrap_or_default();
         for launch in plan.launches {
-            if reserving {
-                self.allocator.add_used(fid, &agent_id, &launch.resources);
-            } else {
-                self.allocator.launch(fid, &agent_id, &launch.resources);
-            }
-            let status = master_status(
-                launch.task_id.as_str(),
-                Some(&agent_id),
-                TaskState::Staging,
-                StatusReason::ReasonUnspecified,
-                "",
-            );
-            tracing::info!(framework = %fid, task = %launch.task_id, agent = %agent_id, "launching task");
-            self.tasks.insert(
-                (fid.clone(), launch.task_id.clone()),
-                Task {
-                    info: launch.info.clone(),
-                    framework_id: fid.clone(),
-                    agent_id: agent_id.clone(),
-                    resources: launch.resources,
-                    status,
-                    unacked: None,
-                    released: false,
-                },
-            );
+            let info = self.track_launch(fid, &agent_id, launch, None, reserving);
             self.send_to_agent(
                 &agent_id,
                 master_message::Message::RunTask(v1::RunTask {
                     framework: Some(framework_info.clone()),
-                    task: Some(launch.info),
+                    task: Some(info),
+                }),
+            );
+        }
+        for group in plan.groups {
+            let group_id = format!("group-{}", uuid::Uuid::new_v4());
+            tracing::info!(framework = %fid, group = %group_id, agent = %agent_id, tasks = group.tasks.len(), "launching task group");
+            let tasks = group
+                .tasks
+                .into_iter()
+                .map(|launch| self.track_launch(fid, &agent_id, launch, Some(&group_id), reserving))
+                .collect();
+            self.send_to_agent(
+                &agent_id,
+                master_message::Message::RunTaskGroup(v1::RunTaskGroup {
+                    framework: Some(framework_info.clone()),
+                    group_id,
+                    tasks,
                 }),
             );
         }
@@ -798,6 +818,45 @@ impl Master {
         let role = consumed.first().map(|o| o.role.clone()).unwrap_or_default();
         self.return_to_pool(fid, &role, &agent_id, &plan.unused, refuse, now);
         Ok(())
+    }
+
+    /// Accounts a validated task's resources and tracks it as STAGING on
+    /// `agent_id`; returns the task info to send to the agent.
+    fn track_launch(
+        &mut self,
+        fid: &FrameworkId,
+        agent_id: &AgentId,
+        launch: ValidLaunch,
+        group_id: Option<&str>,
+        reserving: bool,
+    ) -> v1::TaskInfo {
+        if reserving {
+            self.allocator.add_used(fid, agent_id, &launch.resources);
+        } else {
+            self.allocator.launch(fid, agent_id, &launch.resources);
+        }
+        let status = master_status(
+            launch.task_id.as_str(),
+            Some(agent_id),
+            TaskState::Staging,
+            StatusReason::ReasonUnspecified,
+            "",
+        );
+        tracing::info!(framework = %fid, task = %launch.task_id, agent = %agent_id, group = group_id.unwrap_or(""), "launching task");
+        self.tasks.insert(
+            (fid.clone(), launch.task_id),
+            Task {
+                info: launch.info.clone(),
+                framework_id: fid.clone(),
+                agent_id: agent_id.clone(),
+                resources: launch.resources,
+                status,
+                unacked: None,
+                released: false,
+                group_id: group_id.map(str::to_owned),
+            },
+        );
+        launch.info
     }
 
     // -----------------------------------------------------------------
@@ -901,6 +960,8 @@ impl Master {
             status.agent_id = agent.as_str().to_owned();
             // The agent resends whatever is unacknowledged on its own.
             let unacked = None;
+            // The agent does not report groups: keep what the master knows.
+            let group_id = self.tasks.get(&key).and_then(|t| t.group_id.clone());
             let mut task = Task {
                 info,
                 framework_id: fid.clone(),
@@ -909,6 +970,7 @@ impl Master {
                 status,
                 unacked,
                 released: false,
+                group_id,
             };
             if is_terminal(task.state()) {
                 task.released = true;
@@ -1359,7 +1421,7 @@ impl Master {
     ///   "tasks": [T], "completed_tasks": [T] }
     /// R = { "cpus", "mem", "disk", "gpus" (numbers), "ports": "[31000-32000]", other scalars by name }
     /// T = { "id", "name", "framework_id", "agent_id", "state": "TASK_RUNNING", "message", "resources": R,
-    ///       "usage": { "cpus_used", "mem_used_mib" } | null }
+    ///       "usage": { "cpus_used", "mem_used_mib" } | null, "group_id" (only for a task group's tasks) }
     /// U = { "cpus_used", "mem_used_mib" (the agent's tasks, summed), "timestamp",
     ///       "host": { "cpus_used", "mem_used_mib", "cpus_total", "mem_total_mib" } }
     /// ("used" is what is allocated to tasks; "usage" what they actually use, as last sampled.)
@@ -1450,7 +1512,7 @@ impl Master {
 }
 
 fn task_json(t: &Task) -> Value {
-    json!({
+    let mut v = json!({
         "id": t.info.task_id,
         "name": t.info.name,
         "framework_id": t.framework_id,
@@ -1458,7 +1520,11 @@ fn task_json(t: &Task) -> Value {
         "state": mesos_name(t.state()),
         "message": t.status.message,
         "resources": resources_json(&t.resources),
-    })
+    });
+    if let Some(group) = &t.group_id {
+        v["group_id"] = json!(group);
+    }
+    v
 }
 
 /// A usage sample with every figure a finite, non-negative number (an agent's

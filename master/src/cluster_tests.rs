@@ -905,3 +905,180 @@ async fn state_shows_each_frameworks_shares() {
     assert_eq!(fw["dominant_share"], 0.5);
     assert_eq!(fw["role_shares"]["prod"], 0.5);
 }
+
+// ---------------------------------------------------------------------
+// Task groups (LAUNCH_GROUP)
+// ---------------------------------------------------------------------
+
+/// A cluster with one agent and a framework with the TASK_GROUPS capability
+/// (if `capable`) holding an offer of the whole agent.
+async fn with_group_offer(capable: bool) -> (Master, AgentId, Caller, v1::Offer) {
+    let mut m = master(config());
+    let agent = register(&mut m, "", 1, vec![]);
+    let mut info = framework_info(0.0);
+    if capable {
+        info.capabilities = vec![v1::FrameworkCapability::TaskGroups as i32];
+    }
+    let caller = subscribe(&mut m, info);
+    m.take_effects();
+    let effects = advance(&mut m, DELAY).await;
+    let offer = offers(&framework_events(&effects, &caller.framework_id)).remove(0);
+    (m, agent, caller, offer)
+}
+
+fn launching_group(tasks: Vec<v1::TaskInfo>) -> v1::Operation {
+    v1::Operation {
+        operation: Some(v1::operation::Operation::LaunchGroup(v1::LaunchGroup {
+            task_infos: tasks,
+        })),
+    }
+}
+
+fn run_task_groups(msgs: &[master_message::Message]) -> Vec<v1::RunTaskGroup> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            master_message::Message::RunTaskGroup(g) => Some(g.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_valid_task_group_is_sent_to_its_agent_as_one_run_task_group() {
+    let (mut m, agent, caller, offer) = with_group_offer(true).await;
+    let group = launching_group(vec![task_info("a", "cpus:1;mem:128"), task_info("b", "cpus:1")]);
+    let effects = accept_ops(&mut m, &caller, &offer, vec![group]).unwrap();
+    let msgs = agent_messages(&effects, &agent);
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    let sent = run_task_groups(&msgs).remove(0);
+    assert!(sent.group_id.starts_with("group-"), "{}", sent.group_id);
+    assert_eq!(sent.framework.unwrap().id, caller.framework_id.as_str());
+    let ids: Vec<(&str, &str)> = sent
+        .tasks
+        .iter()
+        .map(|t| (t.task_id.as_str(), t.agent_id.as_str()))
+        .collect();
+    assert_eq!(ids, vec![("a", agent.as_str()), ("b", agent.as_str())]);
+    let state = m.state_json();
+    let tasks = state["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 2);
+    for t in tasks {
+        assert_eq!(t["state"], "TASK_STAGING");
+        assert_eq!(t["group_id"], sent.group_id.as_str());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_groups_resources_are_taken_out_of_the_next_offers() {
+    let (mut m, _, caller, offer) = with_group_offer(true).await;
+    let group = launching_group(vec![task_info("a", "cpus:1;mem:128"), task_info("b", "cpus:1")]);
+    let call = Call::Accept {
+        offer_ids: vec![OfferId::parse(&offer.id).unwrap()],
+        operations: vec![group],
+        refuse: Duration::ZERO,
+    };
+    m.call(&caller, call, Instant::now()).unwrap();
+    let effects = advance(&mut m, DELAY).await;
+    let made = offers(&framework_events(&effects, &caller.framework_id));
+    assert_eq!(
+        resources_of(&made[0]),
+        Resources::parse("cpus:2;mem:896;ports:[31000-31009]").unwrap()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_group_with_an_invalid_task_launches_nothing_and_errors_every_task() {
+    let (mut m, agent, caller, offer) = with_group_offer(true).await;
+    let mut bad = task_info("b", "cpus:1;mem:2");
+    bad.container = Some(v1::ContainerInfo {
+        kind: Some(v1::container_info::Kind::Docker(v1::DockerInfo {
+            image: "agora-test/busybox:latest".into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    });
+    let group = launching_group(vec![task_info("a", "cpus:1"), bad]);
+    let effects = accept_ops(&mut m, &caller, &offer, vec![group]).unwrap();
+    assert!(agent_messages(&effects, &agent).is_empty());
+    let ups = updates(&framework_events(&effects, &caller.framework_id));
+    let got: Vec<(&str, i32, &str)> = ups
+        .iter()
+        .map(|u| (u.task_id.as_str(), u.state, u.message.as_str()))
+        .collect();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].0, "a");
+    assert!(got[0].2.ends_with("task group refused: task b is invalid"));
+    assert_eq!(got[1].0, "b");
+    assert!(
+        got[1]
+            .2
+            .starts_with("operations[0].launch_group.task_infos[1].resources.mem")
+    );
+    assert!(got.iter().all(|g| g.1 == TaskState::Error as i32));
+    assert!(m.state_json()["tasks"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_group_from_a_framework_without_the_capability_is_refused() {
+    let (mut m, agent, caller, offer) = with_group_offer(false).await;
+    let group = launching_group(vec![task_info("a", "cpus:1")]);
+    let effects = accept_ops(&mut m, &caller, &offer, vec![group]).unwrap();
+    assert!(agent_messages(&effects, &agent).is_empty());
+    let ups = updates(&framework_events(&effects, &caller.framework_id));
+    assert_eq!(ups.len(), 1);
+    assert_eq!(ups[0].state, TaskState::Error as i32);
+    assert!(ups[0].message.contains("FRAMEWORK_CAPABILITY_TASK_GROUPS"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn killing_one_task_of_a_group_kills_every_live_task_of_the_group() {
+    let (mut m, agent, caller, offer) = with_group_offer(true).await;
+    let group = launching_group(vec![
+        task_info("a", "cpus:1"),
+        task_info("b", "cpus:1"),
+        task_info("c", "cpus:1"),
+    ]);
+    accept_ops(&mut m, &caller, &offer, vec![group]).unwrap();
+    agent_update(&mut m, &agent, &caller, "c", TaskState::Finished, b"u1");
+    m.take_effects();
+    let kill = Call::Kill {
+        task_id: TaskId::parse("a").unwrap(),
+        kill_policy: None,
+    };
+    m.call(&caller, kill, Instant::now()).unwrap();
+    let mut killed: Vec<String> = agent_messages(&m.take_effects(), &agent)
+        .into_iter()
+        .filter_map(|msg| match msg {
+            master_message::Message::KillTask(k) => Some(k.task_id),
+            _ => None,
+        })
+        .collect();
+    killed.sort();
+    assert_eq!(killed, vec!["a", "b"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_re_registering_agent_keeps_its_tasks_in_their_group() {
+    let (mut m, agent, caller, offer) = with_group_offer(true).await;
+    accept_ops(
+        &mut m,
+        &caller,
+        &offer,
+        vec![launching_group(vec![task_info("a", "cpus:1")])],
+    )
+    .unwrap();
+    let group_id = m.state_json()["tasks"][0]["group_id"].clone();
+    let reported = v1::Task {
+        info: Some(task_info("a", "cpus:1")),
+        framework_id: caller.framework_id.to_string(),
+        status: Some(v1::TaskStatus {
+            task_id: "a".into(),
+            state: TaskState::Running as i32,
+            ..Default::default()
+        }),
+    };
+    register(&mut m, agent.as_str(), 2, vec![reported]);
+    let state = m.state_json();
+    assert_eq!(state["tasks"][0]["state"], "TASK_RUNNING");
+    assert_eq!(state["tasks"][0]["group_id"], group_id);
+}

@@ -12,9 +12,17 @@
 //! Valid ones convert the offered resources before the launches are
 //! checked, so a LAUNCH may use resources a RESERVE of the same accept
 //! reserved.
+//!
+//! LAUNCH and LAUNCH_GROUP operations are then checked in order, each
+//! against what the earlier ones left of the offers. A task with a
+//! `container` is checked with [`agora_proto::container::validate_container`]
+//! before anything is created. A LAUNCH_GROUP is all-or-nothing: if any of
+//! its tasks is invalid, or the group's total does not fit, every task of
+//! the group gets TASK_ERROR.
 
 use std::collections::{BTreeMap, HashSet};
 
+use agora_proto::container::{validate_container, validate_group};
 use agora_proto::resources::UNRESERVED;
 use agora_proto::v1::{self, StatusReason, TaskState};
 use agora_proto::{AgentId, FrameworkId, OfferId, Resources, TaskId};
@@ -47,6 +55,25 @@ pub struct ValidLaunch {
     /// The task as sent, with `agent_id` filled in.
     pub info: v1::TaskInfo,
     pub resources: Resources,
+}
+
+/// A task group (LAUNCH_GROUP) that passed validation: launched together,
+/// on one agent, all or nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidGroup {
+    /// The group's tasks, in the order the framework sent them.
+    pub tasks: Vec<ValidLaunch>,
+}
+
+impl ValidGroup {
+    /// The resources of all the group's tasks together.
+    pub fn resources(&self) -> Resources {
+        let mut total = Resources::new();
+        for t in &self.tasks {
+            total.add(&t.resources);
+        }
+        total
+    }
 }
 
 /// Which way a reservation operation moves resources.
@@ -104,6 +131,9 @@ pub struct AcceptContext<'a> {
     pub roles: &'a [String],
     /// Dynamic reservations by agent (only those may be unreserved).
     pub dynamic_reservations: &'a BTreeMap<AgentId, Resources>,
+    /// Whether the framework has FRAMEWORK_CAPABILITY_TASK_GROUPS (needed
+    /// for LAUNCH_GROUP).
+    pub task_groups: bool,
 }
 
 /// The outcome of validating an ACCEPT.
@@ -121,20 +151,41 @@ pub struct AcceptPlan {
     pub reservations: Vec<ReservationOp>,
     /// Tasks to launch, in order.
     pub launches: Vec<ValidLaunch>,
+    /// Task groups to launch, in order.
+    pub groups: Vec<ValidGroup>,
     /// Tasks that get an error update instead.
     pub rejections: Vec<Rejection>,
     /// The part of the consumed offers no launch uses; back to the pool.
     pub unused: Resources,
 }
 
-fn task_infos(operations: &[v1::Operation]) -> Vec<(String, &v1::TaskInfo)> {
+/// A LAUNCH or LAUNCH_GROUP operation, with its path and its tasks' paths.
+struct LaunchOp<'a> {
+    /// `operations[i].launch` or `operations[i].launch_group`.
+    path: String,
+    group: bool,
+    tasks: Vec<(String, &'a v1::TaskInfo)>,
+}
+
+/// The LAUNCH and LAUNCH_GROUP operations, in order.
+fn launch_ops(operations: &[v1::Operation]) -> Vec<LaunchOp<'_>> {
     let mut out = Vec::new();
     for (i, op) in operations.iter().enumerate() {
-        if let Some(v1::operation::Operation::Launch(launch)) = &op.operation {
-            for (j, t) in launch.task_infos.iter().enumerate() {
-                out.push((format!("operations[{i}].launch.task_infos[{j}]"), t));
+        let (path, group, infos) = match &op.operation {
+            Some(v1::operation::Operation::Launch(l)) => {
+                (format!("operations[{i}].launch"), false, &l.task_infos)
             }
-        }
+            Some(v1::operation::Operation::LaunchGroup(g)) => {
+                (format!("operations[{i}].launch_group"), true, &g.task_infos)
+            }
+            _ => continue,
+        };
+        let tasks = infos
+            .iter()
+            .enumerate()
+            .map(|(j, t)| (format!("{path}.task_infos[{j}]"), t))
+            .collect();
+        out.push(LaunchOp { path, group, tasks });
     }
     out
 }
@@ -194,6 +245,8 @@ fn check_task(path: &str, task: &v1::TaskInfo, agent: &AgentId) -> Result<(TaskI
     }
     let task_id = TaskId::parse(&task.task_id).map_err(|e| format!("{path}.task_id: {e}"))?;
     match task.command.as_ref().and_then(|c| c.command.as_ref()) {
+        // A container without a command runs its image's entrypoint.
+        None if task.container.is_some() => {}
         None if task.command.is_none() => return Err(format!("{path}.command: must be set")),
         None => return Err(format!("{path}.command: must have a shell string or an argv")),
         Some(v1::command_info::Command::Shell(s)) if s.trim().is_empty() => {
@@ -214,6 +267,7 @@ fn check_task(path: &str, task: &v1::TaskInfo, agent: &AgentId) -> Result<(TaskI
             task.agent_id
         ));
     }
+    validate_container(task).map_err(|e| format!("{path}.{e}"))?;
     Ok((task_id, resources))
 }
 
@@ -330,8 +384,14 @@ pub fn validate_accept<'a>(
     lookup: impl Fn(&OfferId) -> Option<OfferRef<'a>>,
     is_live: impl Fn(&TaskId) -> bool,
 ) -> Result<AcceptPlan, InvalidOperation> {
-    let tasks = task_infos(operations);
+    let launch_ops = launch_ops(operations);
     let reservation_ops = reservation_ops(operations);
+    if let Some(op) = launch_ops.iter().find(|op| op.group && op.tasks.is_empty()) {
+        return Err(InvalidOperation(format!(
+            "{}.task_infos: a task group needs at least one task",
+            op.path
+        )));
+    }
     // The caller's own offers are consumed whether or not the accept is valid.
     let mut consumed_offers = Vec::new();
     let mut held = Resources::new();
@@ -357,8 +417,10 @@ pub fn validate_accept<'a>(
                 consumed_offers,
                 offers_valid: false,
                 launches: Vec::new(),
-                rejections: tasks
+                groups: Vec::new(),
+                rejections: launch_ops
                     .iter()
+                    .flat_map(|op| &op.tasks)
                     .map(|(_, t)| Rejection {
                         task_id: t.task_id.clone(),
                         state,
@@ -384,55 +446,38 @@ pub fn validate_accept<'a>(
             .map_err(InvalidOperation)?;
         reservations.extend(ops);
     }
+    let mut checker = TaskChecker {
+        agent: &agent,
+        is_live: &is_live,
+        ids_in_accept: HashSet::new(),
+    };
     let mut launches = Vec::new();
+    let mut groups = Vec::new();
     let mut rejections = Vec::new();
-    let mut ids_in_accept = HashSet::new();
-    for (path, task) in tasks {
-        let reject = |reason, message| Rejection {
-            task_id: task.task_id.clone(),
-            state: TaskState::Error,
-            reason,
-            message,
-        };
-        let (task_id, resources) = match check_task(&path, task, &agent) {
-            Ok(ok) => ok,
-            Err(message) => {
-                rejections.push(reject(StatusReason::ReasonTaskInvalid, message));
-                continue;
+    for op in &launch_ops {
+        if op.group {
+            match check_group(op, context.task_groups, &mut checker, &remaining) {
+                Ok((group, rest)) => {
+                    remaining = rest;
+                    groups.push(group);
+                }
+                Err(refused) => rejections.extend(refused),
             }
-        };
-        if is_live(&task_id) {
-            rejections.push(reject(
-                StatusReason::ReasonTaskInvalid,
-                format!("{path}.task_id: task {task_id} is already live in this framework"),
-            ));
             continue;
         }
-        if !ids_in_accept.insert(task_id.clone()) {
-            rejections.push(reject(
-                StatusReason::ReasonTaskInvalid,
-                format!("{path}.task_id: task {task_id} appears more than once in this accept"),
-            ));
-            continue;
+        for (path, task) in &op.tasks {
+            match checker.check(path, task).and_then(|(task_id, resources)| {
+                let rest = fit(&resources, &remaining)
+                    .map_err(|(reason, message)| (reason, format!("{path}.resources: task {message}")))?;
+                Ok((task_id, resources, rest))
+            }) {
+                Ok((task_id, resources, rest)) => {
+                    remaining = rest;
+                    launches.push(valid_launch(task, task_id, resources, &agent));
+                }
+                Err((reason, message)) => rejections.push(rejection(task, reason, message)),
+            }
         }
-        let Some(rest) = remaining.checked_sub(&resources) else {
-            let missing = resources.saturating_sub(&remaining);
-            rejections.push(reject(
-                StatusReason::ReasonResourcesInsufficient,
-                format!(
-                    "{path}.resources: task needs {resources} but the offers only have {remaining} left (missing {missing})"
-                ),
-            ));
-            continue;
-        };
-        remaining = rest;
-        let mut info = task.clone();
-        info.agent_id = agent.as_str().to_owned();
-        launches.push(ValidLaunch {
-            task_id,
-            info,
-            resources,
-        });
     }
     Ok(AcceptPlan {
         agent_id: Some(agent),
@@ -440,9 +485,162 @@ pub fn validate_accept<'a>(
         offers_valid: true,
         reservations,
         launches,
+        groups,
         rejections,
         unused: remaining,
     })
+}
+
+/// Why a task is refused: the reason and the message naming the field.
+type Refusal = (StatusReason, String);
+
+/// The per-task checks of LAUNCH and LAUNCH_GROUP alike.
+struct TaskChecker<'c, L> {
+    agent: &'c AgentId,
+    is_live: &'c L,
+    /// The ids of the tasks of this accept checked so far.
+    ids_in_accept: HashSet<TaskId>,
+}
+
+impl<L: Fn(&TaskId) -> bool> TaskChecker<'_, L> {
+    /// Checks a task's shape and container, and that its id is neither live
+    /// nor used earlier in the accept.
+    fn check(&mut self, path: &str, task: &v1::TaskInfo) -> Result<(TaskId, Resources), Refusal> {
+        let invalid = |message| (StatusReason::ReasonTaskInvalid, message);
+        let (task_id, resources) = check_task(path, task, self.agent).map_err(invalid)?;
+        if (self.is_live)(&task_id) {
+            return Err(invalid(format!(
+                "{path}.task_id: task {task_id} is already live in this framework"
+            )));
+        }
+        if !self.ids_in_accept.insert(task_id.clone()) {
+            return Err(invalid(format!(
+                "{path}.task_id: task {task_id} appears more than once in this accept"
+            )));
+        }
+        Ok((task_id, resources))
+    }
+}
+
+/// What is left of `remaining` after `needed`; `Err` says what is missing.
+fn fit(needed: &Resources, remaining: &Resources) -> Result<Resources, Refusal> {
+    remaining.checked_sub(needed).ok_or_else(|| {
+        let missing = needed.saturating_sub(remaining);
+        (
+            StatusReason::ReasonResourcesInsufficient,
+            format!("needs {needed} but the offers only have {remaining} left (missing {missing})"),
+        )
+    })
+}
+
+fn rejection(task: &v1::TaskInfo, reason: StatusReason, message: String) -> Rejection {
+    Rejection {
+        task_id: task.task_id.clone(),
+        state: TaskState::Error,
+        reason,
+        message,
+    }
+}
+
+fn valid_launch(task: &v1::TaskInfo, task_id: TaskId, resources: Resources, agent: &AgentId) -> ValidLaunch {
+    let mut info = task.clone();
+    info.agent_id = agent.as_str().to_owned();
+    ValidLaunch {
+        task_id,
+        info,
+        resources,
+    }
+}
+
+/// Checks a LAUNCH_GROUP completely: the capability, every task, the group
+/// as a whole ([`validate_group`]) and that its total fits `remaining`.
+/// `Ok`: the group and what it leaves of `remaining`; `Err`: one rejection
+/// for every task of the group.
+fn check_group<L: Fn(&TaskId) -> bool>(
+    op: &LaunchOp<'_>,
+    capable: bool,
+    checker: &mut TaskChecker<'_, L>,
+    remaining: &Resources,
+) -> Result<(ValidGroup, Resources), Vec<Rejection>> {
+    let refuse_all = |reason: StatusReason, message: String| -> Vec<Rejection> {
+        op.tasks
+            .iter()
+            .map(|(_, t)| rejection(t, reason, message.clone()))
+            .collect()
+    };
+    if !capable {
+        return Err(refuse_all(
+            StatusReason::ReasonTaskInvalid,
+            format!(
+                "{}: the framework lacks the FRAMEWORK_CAPABILITY_TASK_GROUPS capability",
+                op.path
+            ),
+        ));
+    }
+    // Every task is checked, so that each invalid one gets its own message.
+    let checked: Vec<Result<(TaskId, Resources), Refusal>> = op
+        .tasks
+        .iter()
+        .map(|(path, task)| checker.check(path, task))
+        .collect();
+    let mut errors: Vec<Option<String>> = checked
+        .iter()
+        .map(|c| c.as_ref().err().map(|(_, m)| m.clone()))
+        .collect();
+    if errors.iter().all(Option::is_none) {
+        let infos: Vec<v1::TaskInfo> = op.tasks.iter().map(|(_, t)| (*t).clone()).collect();
+        if let Err(message) = validate_group(&infos) {
+            let (index, message) = group_error_at(&op.path, &message);
+            match index.and_then(|i| errors.get_mut(i)) {
+                Some(slot) => *slot = Some(message),
+                None => return Err(refuse_all(StatusReason::ReasonTaskInvalid, message)),
+            }
+        }
+    }
+    if let Some((first, _)) = op.tasks.iter().zip(&errors).find(|(_, e)| e.is_some()) {
+        let invalid_id = &first.1.task_id;
+        return Err(op
+            .tasks
+            .iter()
+            .zip(errors)
+            .map(|((_, task), error)| {
+                let message = error.unwrap_or_else(|| {
+                    format!("{}: task group refused: task {invalid_id} is invalid", op.path)
+                });
+                rejection(task, StatusReason::ReasonTaskInvalid, message)
+            })
+            .collect());
+    }
+    let tasks: Vec<ValidLaunch> = op
+        .tasks
+        .iter()
+        .zip(checked)
+        .filter_map(|((_, task), c)| {
+            c.ok()
+                .map(|(id, resources)| valid_launch(task, id, resources, checker.agent))
+        })
+        .collect();
+    let group = ValidGroup { tasks };
+    let rest = fit(&group.resources(), remaining).map_err(|(reason, message)| {
+        refuse_all(
+            reason,
+            format!("{}: task group refused: the group {message}", op.path),
+        )
+    })?;
+    Ok((group, rest))
+}
+
+/// Turns a [`validate_group`] message (`tasks[N].field: …`) into one that
+/// names the operation's field, and the index of the task it is about.
+fn group_error_at(op_path: &str, message: &str) -> (Option<usize>, String) {
+    let Some(rest) = message.strip_prefix("tasks") else {
+        return (None, format!("{op_path}.task_infos: {message}"));
+    };
+    let index = rest
+        .strip_prefix('[')
+        .and_then(|r| r.split_once(']'))
+        .and_then(|(n, _)| n.parse::<usize>().ok());
+    (index, format!("{op_path}.task_infos{rest}"))
 }
 
 #[cfg(test)]
@@ -526,6 +724,15 @@ mod tests {
         ids: &[OfferId],
         operations: &[v1::Operation],
     ) -> Result<AcceptPlan, InvalidOperation> {
+        validate_as(f, ids, operations, true)
+    }
+
+    fn validate_as(
+        f: &Fixture,
+        ids: &[OfferId],
+        operations: &[v1::Operation],
+        task_groups: bool,
+    ) -> Result<AcceptPlan, InvalidOperation> {
         let roles = ["prod".to_owned()];
         validate_accept(
             &me(),
@@ -534,6 +741,7 @@ mod tests {
             AcceptContext {
                 roles: &roles,
                 dynamic_reservations: &f.dynamic,
+                task_groups,
             },
             |id| {
                 f.offers.get(id).map(|(fw, a, r)| OfferRef {
@@ -856,5 +1064,295 @@ mod tests {
                 err.0
             );
         }
+    }
+
+    // --- containers and task groups ---
+
+    /// A Docker task with `cpus:0.5;mem:64;ports:[31000-31000]`, changed by `f`.
+    fn docker_task(id: &str, name: &str, f: impl FnOnce(&mut v1::TaskInfo)) -> v1::TaskInfo {
+        let mut t = task(id, "cpus:0.5;mem:64;ports:[31000-31000]");
+        t.name = name.into();
+        t.container = Some(v1::ContainerInfo {
+            kind: Some(v1::container_info::Kind::Docker(v1::DockerInfo {
+                image: "agora-test/busybox:latest".into(),
+                network: v1::NetworkMode::Bridge as i32,
+                port_mappings: vec![v1::PortMapping {
+                    host_port: 31000,
+                    container_port: 80,
+                    protocol: String::new(),
+                }],
+                ..Default::default()
+            })),
+            volumes: vec![v1::Volume {
+                container_path: "/data".into(),
+                host_path: "/tmp".into(),
+                read_only: true,
+            }],
+            working_dir: String::new(),
+        });
+        f(&mut t);
+        t
+    }
+
+    fn docker(t: &mut v1::TaskInfo) -> &mut v1::DockerInfo {
+        match t.container.as_mut().and_then(|c| c.kind.as_mut()) {
+            Some(v1::container_info::Kind::Docker(d)) => d,
+            None => panic!("not a docker task"),
+        }
+    }
+
+    fn group(tasks: Vec<v1::TaskInfo>) -> v1::Operation {
+        v1::Operation {
+            operation: Some(v1::operation::Operation::LaunchGroup(v1::LaunchGroup {
+                task_infos: tasks,
+            })),
+        }
+    }
+
+    fn set_mem(t: &mut v1::TaskInfo, mib: f64) {
+        t.resources = Resources::parse(&format!("cpus:0.5;mem:{mib};ports:[31000-31000]"))
+            .unwrap()
+            .to_proto();
+    }
+
+    #[test]
+    fn a_valid_container_task_is_launched() {
+        let plan = run(&["o1"], vec![docker_task("a", "web", |_| {})]);
+        assert!(plan.rejections.is_empty(), "{:?}", plan.rejections);
+        assert_eq!(plan.launches.len(), 1);
+    }
+
+    #[test]
+    fn a_container_without_a_command_runs_its_images_entrypoint() {
+        let plan = run(&["o1"], vec![docker_task("a", "web", |t| t.command = None)]);
+        assert!(plan.rejections.is_empty(), "{:?}", plan.rejections);
+        assert_eq!(plan.launches.len(), 1);
+    }
+
+    #[test]
+    fn bad_container_fields_get_task_error_naming_the_field() {
+        let path = "operations[0].launch.task_infos[0]";
+        let cases: Vec<(v1::TaskInfo, String)> = vec![
+            (
+                docker_task("x", "web", |t| set_mem(t, 2.0)),
+                format!("{path}.resources.mem: 2 MiB is below"),
+            ),
+            (
+                docker_task("x", "web", |t| {
+                    t.container.as_mut().unwrap().volumes[0].container_path = "data".into()
+                }),
+                format!("{path}.container.volumes[0].container_path: \"data\" is not an absolute path"),
+            ),
+            (
+                docker_task("x", "web", |t| {
+                    t.container.as_mut().unwrap().volumes[0].host_path = "tmp/x".into()
+                }),
+                format!("{path}.container.volumes[0].host_path"),
+            ),
+            (
+                docker_task("x", "web", |t| docker(t).port_mappings[0].host_port = 31001),
+                format!(
+                    "{path}.container.docker.port_mappings[0].host_port: 31001 is not in the task's ports"
+                ),
+            ),
+            (
+                docker_task("x", "web", |t| docker(t).port_mappings[0].container_port = 0),
+                format!("{path}.container.docker.port_mappings[0].container_port"),
+            ),
+            (
+                docker_task("x", "web", |t| {
+                    docker(t).port_mappings[0].protocol = "sctp".into()
+                }),
+                format!("{path}.container.docker.port_mappings[0].protocol"),
+            ),
+            (
+                docker_task("x", "web", |t| docker(t).network = v1::NetworkMode::Host as i32),
+                format!("{path}.container.docker.port_mappings: only allowed with BRIDGE"),
+            ),
+            (
+                docker_task("x", "web", |t| docker(t).image = " ".into()),
+                format!("{path}.container.docker.image: must not be empty"),
+            ),
+            (
+                docker_task("x", "web", |t| t.container.as_mut().unwrap().kind = None),
+                format!("{path}.container.docker: must be set"),
+            ),
+            (
+                docker_task("x", "web", |t| {
+                    t.container.as_mut().unwrap().working_dir = "srv".into()
+                }),
+                format!("{path}.container.working_dir"),
+            ),
+        ];
+        for (t, words) in cases {
+            let plan = run(&["o1"], vec![t]);
+            assert!(plan.launches.is_empty(), "{words}");
+            assert_eq!(plan.rejections.len(), 1, "{words}");
+            let r = &plan.rejections[0];
+            assert_eq!(
+                (r.state, r.reason),
+                (TaskState::Error, StatusReason::ReasonTaskInvalid)
+            );
+            assert!(
+                r.message.starts_with(&words),
+                "expected {words:?}, got {:?}",
+                r.message
+            );
+            assert_eq!(
+                plan.unused,
+                Resources::parse("cpus:2;mem:256;ports:[31000-31001]").unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn a_valid_group_is_launched_together_and_takes_its_resources() {
+        let f = fixture();
+        let ops = vec![group(vec![
+            docker_task("a", "web", |_| {}),
+            docker_task("b", "sidecar", |t| {
+                t.resources = Resources::parse("cpus:0.5;mem:32").unwrap().to_proto();
+                docker(t).port_mappings.clear();
+            }),
+        ])];
+        let plan = validate_with(&f, &ids(&["o1"]), &ops).unwrap();
+        assert!(plan.rejections.is_empty(), "{:?}", plan.rejections);
+        assert!(plan.launches.is_empty());
+        assert_eq!(plan.groups.len(), 1);
+        let launched: Vec<&str> = plan.groups[0].tasks.iter().map(|t| t.task_id.as_str()).collect();
+        assert_eq!(launched, vec!["a", "b"]);
+        assert!(plan.groups[0].tasks.iter().all(|t| t.info.agent_id == "agent-1"));
+        assert_eq!(
+            plan.unused,
+            Resources::parse("cpus:1;mem:160;ports:[31001-31001]").unwrap()
+        );
+    }
+
+    #[test]
+    fn a_group_with_one_invalid_task_refuses_every_task() {
+        let f = fixture();
+        let ops = vec![group(vec![
+            docker_task("a", "web", |t| docker(t).port_mappings.clear()),
+            docker_task("b", "db", |t| {
+                docker(t).port_mappings.clear();
+                t.container.as_mut().unwrap().volumes[0].container_path = "rel".into();
+            }),
+        ])];
+        let plan = validate_with(&f, &ids(&["o1"]), &ops).unwrap();
+        assert!(plan.groups.is_empty());
+        let got: Vec<(&str, TaskState, StatusReason, &str)> = plan
+            .rejections
+            .iter()
+            .map(|r| (r.task_id.as_str(), r.state, r.reason, r.message.as_str()))
+            .collect();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].0, "a");
+        assert_eq!(
+            got[0].3,
+            "operations[0].launch_group: task group refused: task b is invalid"
+        );
+        assert_eq!(got[1].0, "b");
+        assert!(
+            got[1]
+                .3
+                .starts_with("operations[0].launch_group.task_infos[1].container.volumes[0].container_path"),
+            "{}",
+            got[1].3
+        );
+        assert!(
+            got.iter()
+                .all(|g| (g.1, g.2) == (TaskState::Error, StatusReason::ReasonTaskInvalid))
+        );
+        assert_eq!(
+            plan.unused,
+            Resources::parse("cpus:2;mem:256;ports:[31000-31001]").unwrap()
+        );
+    }
+
+    #[test]
+    fn a_group_with_two_tasks_of_the_same_name_is_refused_naming_the_second() {
+        let f = fixture();
+        let ops = vec![group(vec![
+            docker_task("a", "web", |t| docker(t).port_mappings.clear()),
+            docker_task("b", "web", |t| docker(t).port_mappings.clear()),
+        ])];
+        let plan = validate_with(&f, &ids(&["o1"]), &ops).unwrap();
+        assert!(plan.groups.is_empty());
+        assert_eq!(plan.rejections.len(), 2);
+        assert!(plan.rejections[0].message.ends_with("task b is invalid"));
+        assert!(
+            plan.rejections[1]
+                .message
+                .starts_with("operations[0].launch_group.task_infos[1].name: \"web\" is used by another"),
+            "{}",
+            plan.rejections[1].message
+        );
+    }
+
+    #[test]
+    fn a_group_that_does_not_fit_refuses_every_task() {
+        let f = fixture();
+        let mut b = task("b", "cpus:1");
+        b.name = "u".into();
+        let ops = vec![group(vec![task("a", "cpus:1.5"), b])];
+        let plan = validate_with(&f, &ids(&["o1"]), &ops).unwrap();
+        assert!(plan.groups.is_empty());
+        assert_eq!(plan.rejections.len(), 2);
+        for r in &plan.rejections {
+            assert_eq!(r.reason, StatusReason::ReasonResourcesInsufficient);
+            assert!(r.message.contains("task group refused"), "{}", r.message);
+            assert!(r.message.contains("missing cpus:0.5"), "{}", r.message);
+        }
+    }
+
+    #[test]
+    fn a_group_must_fit_after_the_earlier_operations_of_the_accept() {
+        let f = fixture();
+        let mut ops = launch(vec![task("first", "cpus:1.8")]);
+        ops.push(group(vec![docker_task("a", "web", |_| {})]));
+        let plan = validate_with(&f, &ids(&["o1"]), &ops).unwrap();
+        assert_eq!(plan.launches.len(), 1);
+        assert!(plan.groups.is_empty());
+        assert_eq!(plan.rejections[0].task_id, "a");
+        assert_eq!(
+            plan.rejections[0].reason,
+            StatusReason::ReasonResourcesInsufficient
+        );
+    }
+
+    #[test]
+    fn a_group_needs_the_task_groups_capability() {
+        let f = fixture();
+        let ops = vec![group(vec![docker_task("a", "web", |_| {})])];
+        let plan = validate_as(&f, &ids(&["o1"]), &ops, false).unwrap();
+        assert!(plan.groups.is_empty());
+        assert_eq!(plan.rejections.len(), 1);
+        assert_eq!(plan.rejections[0].reason, StatusReason::ReasonTaskInvalid);
+        assert!(
+            plan.rejections[0]
+                .message
+                .contains("FRAMEWORK_CAPABILITY_TASK_GROUPS")
+        );
+    }
+
+    #[test]
+    fn an_empty_group_refuses_the_accept() {
+        let f = fixture();
+        let err = validate_with(&f, &ids(&["o1"]), &[group(vec![])]).unwrap_err();
+        assert!(
+            err.0.starts_with("operations[0].launch_group.task_infos"),
+            "{}",
+            err.0
+        );
+    }
+
+    #[test]
+    fn invalid_offers_fail_every_task_of_a_group() {
+        let f = fixture();
+        let ops = vec![group(vec![docker_task("a", "web", |_| {})])];
+        let plan = validate_with(&f, &ids(&["gone"]), &ops).unwrap();
+        assert!(!plan.offers_valid);
+        assert_eq!(plan.rejections.len(), 1);
+        assert_eq!(plan.rejections[0].reason, StatusReason::ReasonInvalidOffers);
     }
 }
