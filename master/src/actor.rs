@@ -104,16 +104,20 @@ async fn run(
     execute(&mut master, &store).await;
     loop {
         let deadline = master.next_deadline();
+        // Due timers go before queued commands: under a steady stream of
+        // commands they would otherwise never fire (no heartbeats, late
+        // allocation passes). Every tick moves the deadlines it handles
+        // forward, so this cannot starve the commands in turn.
         tokio::select! {
             biased;
             _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
-            command = rx.recv() => {
-                let Some(command) = command else { break };
-                handle(&mut master, &store, command).await;
-            }
             _ = sleep_until(deadline) => {
                 master.tick(Instant::now());
                 execute(&mut master, &store).await;
+            }
+            command = rx.recv() => {
+                let Some(command) = command else { break };
+                handle(&mut master, &store, command).await;
             }
         }
     }

@@ -328,7 +328,9 @@ async fn a_silent_agent_becomes_unreachable_and_its_tasks_too() {
     )
     .await;
     assert!(framework_events(&effects, &caller.framework_id).is_empty());
-    let effects = advance(&mut m, Duration::from_millis(1)).await;
+    // Found by the next sweep: within agent_timeout + sweep_interval.
+    let sweep = m.sweep_interval();
+    let effects = advance(&mut m, sweep).await;
     let events = framework_events(&effects, &caller.framework_id);
     assert!(
         events
