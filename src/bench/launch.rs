@@ -45,6 +45,12 @@ pub struct BenchArgs {
     /// agent starts at once, and so the offer→RUNNING latency).
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
+    /// Most tasks launched but not yet RUNNING at any time, cluster-wide
+    /// (0: no limit). By Little's law offer→RUNNING latency is about this
+    /// divided by the launch rate, so it trades a little throughput for
+    /// latency.
+    #[arg(long, default_value_t = 0)]
+    pub max_starting: usize,
     /// Work dir of the in-process cluster; default a fresh temporary
     /// directory, removed afterwards.
     #[arg(long)]
@@ -214,6 +220,9 @@ struct LaunchBench {
     command: String,
     per_task: Resources,
     batch: usize,
+    max_starting: usize,
+    /// Tasks launched that are neither RUNNING nor ended yet.
+    starting: usize,
     tasks: Vec<TaskTrack>,
     first_launch: Option<Instant>,
     ended: usize,
@@ -230,6 +239,8 @@ impl LaunchBench {
             command: args.command.clone(),
             per_task,
             batch: args.batch,
+            max_starting: args.max_starting,
+            starting: 0,
             tasks: vec![TaskTrack::default(); args.tasks],
             first_launch: None,
             ended: 0,
@@ -248,7 +259,10 @@ impl Scheduler for LaunchBench {
     async fn offers(&mut self, driver: &Driver, offers: Vec<v1::Offer>) {
         let offered_at = Instant::now();
         let mut pool = OfferPool::new(&offers);
-        let limit = self.batch.saturating_mul(pool.agents().len());
+        let mut limit = self.batch.saturating_mul(pool.agents().len());
+        if self.max_starting > 0 {
+            limit = limit.min(self.max_starting.saturating_sub(self.starting));
+        }
         let mut placed = 0;
         while self.next < self.total && placed < limit {
             let id = self.next;
@@ -267,6 +281,7 @@ impl Scheduler for LaunchBench {
             self.next += 1;
             placed += 1;
         }
+        self.starting += placed;
         if placed > 0 && self.first_launch.is_none() {
             self.first_launch = Some(Instant::now());
         }
@@ -287,6 +302,9 @@ impl Scheduler for LaunchBench {
         let Some(track) = Self::index_of(&status.task_id).and_then(|i| self.tasks.get_mut(i)) else {
             return;
         };
+        if (state == v1::TaskState::Running || is_terminal(state)) && !track.running_seen && !track.terminal {
+            self.starting = self.starting.saturating_sub(1);
+        }
         if state == v1::TaskState::Running && !track.running_seen {
             track.running_seen = true;
             if let Some(at) = track.offered_at {
