@@ -149,6 +149,9 @@ struct Report {
     elapsed: Duration,
     /// Offer received → RUNNING received, one per task that reached RUNNING.
     latencies: Vec<Duration>,
+    /// ACCEPT sent → RUNNING received: the launch path alone, without the
+    /// time a held offer waited for a free slot.
+    launch_latencies: Vec<Duration>,
     /// Tasks that ended in a state other than FINISHED, by state.
     failures: Vec<(String, usize)>,
 }
@@ -171,6 +174,13 @@ impl Report {
             ms(percentile(&sorted, 0.99)),
             ms(sorted.last().copied()),
         );
+        let mut launch = self.launch_latencies.clone();
+        launch.sort_unstable();
+        let (l50, l99, lmax) = (
+            ms(percentile(&launch, 0.50)),
+            ms(percentile(&launch, 0.99)),
+            ms(launch.last().copied()),
+        );
         if args.json {
             let value = serde_json::json!({
                 "tasks": self.tasks,
@@ -178,6 +188,7 @@ impl Report {
                 "elapsed_seconds": self.elapsed.as_secs_f64(),
                 "tasks_per_second": self.throughput(),
                 "offer_to_running_ms": { "p50": p50, "p99": p99, "max": max, "samples": sorted.len() },
+                "accept_to_running_ms": { "p50": l50, "p99": l99, "max": lmax, "samples": launch.len() },
                 "failures": self.failed(),
                 "failures_by_state": self.failures.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
             });
@@ -197,6 +208,10 @@ impl Report {
             "offer→RUNNING: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms ({} samples)",
             sorted.len()
         );
+        println!(
+            "accept→RUNNING: p50 {l50:.1} ms, p99 {l99:.1} ms, max {lmax:.1} ms ({} samples)",
+            launch.len()
+        );
         println!("failures:     {}", self.failed());
         for (state, n) in &self.failures {
             println!("  {state}: {n}");
@@ -209,6 +224,8 @@ impl Report {
 struct TaskTrack {
     /// When the offer the task was placed on arrived.
     offered_at: Option<Instant>,
+    /// When the task was placed (its ACCEPT sent right after).
+    accepted_at: Option<Instant>,
     running_seen: bool,
     terminal: bool,
 }
@@ -223,10 +240,14 @@ struct LaunchBench {
     max_starting: usize,
     /// Tasks launched that are neither RUNNING nor ended yet.
     starting: usize,
+    /// Offers kept while `starting` is at `max_starting`, used as soon as a
+    /// task reaches RUNNING (no wait for the next offer cycle).
+    held: Vec<(v1::Offer, Instant)>,
     tasks: Vec<TaskTrack>,
     first_launch: Option<Instant>,
     ended: usize,
     latencies: Vec<Duration>,
+    launch_latencies: Vec<Duration>,
     failures: std::collections::BTreeMap<&'static str, usize>,
     done: Option<oneshot::Sender<Report>>,
 }
@@ -241,10 +262,12 @@ impl LaunchBench {
             batch: args.batch,
             max_starting: args.max_starting,
             starting: 0,
+            held: Vec::new(),
             tasks: vec![TaskTrack::default(); args.tasks],
             first_launch: None,
             ended: 0,
             latencies: Vec::with_capacity(args.tasks),
+            launch_latencies: Vec::with_capacity(args.tasks),
             failures: Default::default(),
             done: Some(done),
         }
@@ -255,18 +278,37 @@ impl LaunchBench {
     }
 }
 
-impl Scheduler for LaunchBench {
-    async fn offers(&mut self, driver: &Driver, offers: Vec<v1::Offer>) {
-        let offered_at = Instant::now();
-        let mut pool = OfferPool::new(&offers);
-        let mut limit = self.batch.saturating_mul(pool.agents().len());
+impl LaunchBench {
+    /// How many tasks may be launched now.
+    fn room(&self, agents: usize) -> usize {
+        let limit = self.batch.saturating_mul(agents);
         if self.max_starting > 0 {
-            limit = limit.min(self.max_starting.saturating_sub(self.starting));
+            limit.min(self.max_starting.saturating_sub(self.starting))
+        } else {
+            limit
         }
+    }
+
+    /// Places tasks on the held offers and accepts the offers that got some.
+    /// With a cap on starting tasks, offers that got none are kept for when
+    /// a task reaches RUNNING; without one (or once every task is placed)
+    /// they are declined.
+    async fn launch_on_held(&mut self, driver: &Driver) {
+        if self.held.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.held);
+        let offers: Vec<v1::Offer> = held.iter().map(|(o, _)| o.clone()).collect();
+        let arrived: std::collections::HashMap<String, Instant> =
+            held.iter().map(|(o, at)| (o.agent_id.clone(), *at)).collect();
+        let mut pool = OfferPool::new(&offers);
+        let limit = self.room(pool.agents().len());
         let mut placed = 0;
         while self.next < self.total && placed < limit {
             let id = self.next;
-            let ok = pool.place(&self.per_task, 0, |_, resources| {
+            let mut agent = None;
+            let ok = pool.place(&self.per_task, 0, |offered, resources| {
+                agent = Some(offered.agent_id().clone());
                 TaskBuilder::new(TaskId::new_unchecked(format!("bench-{id}")), "bench")
                     .shell(self.command.as_str())
                     .resources(&resources)
@@ -276,7 +318,8 @@ impl Scheduler for LaunchBench {
                 break;
             }
             if let Some(t) = self.tasks.get_mut(id) {
-                t.offered_at = Some(offered_at);
+                t.offered_at = agent.and_then(|a| arrived.get(a.as_str()).copied());
+                t.accepted_at = Some(Instant::now());
             }
             self.next += 1;
             placed += 1;
@@ -285,30 +328,51 @@ impl Scheduler for LaunchBench {
         if placed > 0 && self.first_launch.is_none() {
             self.first_launch = Some(Instant::now());
         }
+        let mut plan = pool.into_plan();
+        let keep = self.max_starting > 0 && self.next < self.total;
+        if keep {
+            let unused: std::collections::HashSet<String> =
+                plan.declines.drain(..).map(|id| id.into_string()).collect();
+            self.held = held.into_iter().filter(|(o, _)| unused.contains(&o.id)).collect();
+        }
         // Unused resources may come straight back while tasks remain.
         let filters = if self.next < self.total {
             Filters::refuse(Duration::ZERO)
         } else {
             Filters::refuse(Duration::from_secs(60))
         };
-        if let Err(e) = driver.execute(pool.into_plan(), filters).await {
+        if let Err(e) = driver.execute(plan, filters).await {
             tracing::warn!(error = %e, "accept/decline failed");
         }
     }
+}
 
-    async fn update(&mut self, _driver: &Driver, status: v1::TaskStatus) {
+impl Scheduler for LaunchBench {
+    async fn offers(&mut self, driver: &Driver, offers: Vec<v1::Offer>) {
+        let arrived = Instant::now();
+        self.held.extend(offers.into_iter().map(|o| (o, arrived)));
+        self.launch_on_held(driver).await;
+    }
+
+    async fn rescinded(&mut self, _driver: &Driver, offer_id: agora_sdk::OfferId) {
+        self.held.retain(|(o, _)| o.id != offer_id.as_str());
+    }
+
+    async fn update(&mut self, driver: &Driver, status: v1::TaskStatus) {
         let now = Instant::now();
         let state = status.state();
         let Some(track) = Self::index_of(&status.task_id).and_then(|i| self.tasks.get_mut(i)) else {
             return;
         };
-        if (state == v1::TaskState::Running || is_terminal(state)) && !track.running_seen && !track.terminal {
-            self.starting = self.starting.saturating_sub(1);
-        }
+        let freed_a_slot =
+            (state == v1::TaskState::Running || is_terminal(state)) && !track.running_seen && !track.terminal;
         if state == v1::TaskState::Running && !track.running_seen {
             track.running_seen = true;
             if let Some(at) = track.offered_at {
                 self.latencies.push(now - at);
+            }
+            if let Some(at) = track.accepted_at {
+                self.launch_latencies.push(now - at);
             }
         }
         if is_terminal(state) && !track.terminal {
@@ -326,9 +390,14 @@ impl Scheduler for LaunchBench {
                     tasks: self.total,
                     elapsed,
                     latencies: std::mem::take(&mut self.latencies),
+                    launch_latencies: std::mem::take(&mut self.launch_latencies),
                     failures: self.failures.iter().map(|(s, n)| ((*s).to_owned(), *n)).collect(),
                 });
             }
+        }
+        if freed_a_slot {
+            self.starting = self.starting.saturating_sub(1);
+            self.launch_on_held(driver).await;
         }
     }
 
