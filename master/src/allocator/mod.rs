@@ -20,9 +20,11 @@
 //! - **Reservations.** Resources reserved for role `r` are offered only to
 //!   clients of `r` or of a descendant of `r`. They count towards `r`'s
 //!   guarantee whether used or not.
-//! - **Quota.** A role is never allocated unreserved resources beyond its
-//!   limit (its subtree's allocation is checked against the limit of it and
-//!   of every ancestor). Guarantees: enough free unreserved resources are held
+//! - **Quota.** A role is never allocated (used + offered) beyond its limit,
+//!   reserved resources included: its subtree's allocation is checked
+//!   against the limit of it and of every ancestor, and an offer carries
+//!   only the part that fits (reserved resources that do not fit stay
+//!   unoffered until the role's allocation drops). Guarantees: enough free unreserved resources are held
 //!   back across the cluster for every role's unmet guarantee; other roles
 //!   are not offered into that headroom.
 //! - **Filters, SUPPRESS, REVIVE** are per client. See [`Allocator::revive`].
@@ -69,6 +71,7 @@ use agora_proto::{AgentId, FrameworkId, Resources};
 use tokio::time::Instant;
 
 use filters::{AgentIdx, Filters};
+use quantities::UNLIMITED;
 use quota::Quota;
 use sorter::{ClientIdx, Entry, RoleIdx, Share, Sorter};
 
@@ -284,9 +287,10 @@ fn reserved_as(r: &Resources, role: &str) -> Resources {
     Resources::from_proto(&list).unwrap_or_default()
 }
 
-/// `u` with each share kind cut to `cap`; whether anything was cut.
-fn cap_unreserved(u: &Resources, cap: &Quantities) -> (Resources, bool) {
-    let have = Quantities::of(u);
+/// `r` (all of it reserved for `role`, `*` for unreserved) with each share
+/// kind cut to `cap`; whether anything was cut.
+fn cap_part(r: &Resources, role: &str, cap: &Quantities) -> (Resources, bool) {
+    let have = Quantities::of(r);
     let mut excess = Resources::new();
     let mut cut = false;
     for (i, name) in KINDS.iter().enumerate() {
@@ -296,18 +300,20 @@ fn cap_unreserved(u: &Resources, cap: &Quantities) -> (Resources, bool) {
             cut = true;
         }
     }
-    if cut {
-        (u.saturating_sub(&excess), true)
-    } else {
-        (u.clone(), false)
+    if !cut {
+        return (r.clone(), false);
     }
+    if role != UNRESERVED {
+        excess = reserved_as(&excess, role);
+    }
+    (r.saturating_sub(&excess), true)
 }
 
 /// What one client would be offered on one agent.
 struct Candidate {
     client: ClientIdx,
     unreserved: Resources,
-    /// Whole reserved buckets, by role.
+    /// Reserved parts (each within the role's limit), by reservation role.
     reserved: Buckets,
 }
 
@@ -974,6 +980,10 @@ impl Allocator {
             if !unreserved.is_zero() && self.roles[r as usize].quota.is_set() {
                 self.refresh_unmet(r);
             }
+            // Room under a limit opened: agents held back by it get another look.
+            if delta.0.iter().any(|v| *v < 0) && self.roles[r as usize].quota.has_limit() {
+                self.quota_changed = true;
+            }
         }
     }
 
@@ -1387,16 +1397,24 @@ impl Allocator {
             return None;
         }
         let role = &self.roles[client.role as usize].name;
+        // The limit caps everything the role is given, reserved included;
+        // headroom for other roles' guarantees only applies to unreserved.
+        let mut limit = self.limit_cap(client.role);
         let mut reserved = Buckets::new();
         for (res_role, part) in &slot.free {
             if res_role != UNRESERVED && is_ancestor_or_self(res_role, role) {
-                reserved.insert(res_role.clone(), part.clone());
+                let (got, cut) = cap_part(part, res_role, &limit);
+                *capped |= cut;
+                if !got.is_empty() {
+                    limit -= Quantities::of(&got);
+                    reserved.insert(res_role.clone(), got);
+                }
             }
         }
         let mut unreserved = Resources::new();
         if let Some(u) = slot.free.get(UNRESERVED) {
-            let cap = self.unreserved_cap(client.role);
-            let (got, cut) = cap_unreserved(u, &cap);
+            let cap = limit.min(self.headroom_cap(client.role));
+            let (got, cut) = cap_part(u, UNRESERVED, &cap);
             *capped |= cut;
             unreserved = got;
         }
@@ -1414,22 +1432,31 @@ impl Allocator {
         })
     }
 
-    /// How much unreserved resource role `r` may still be given: within the
-    /// limits of it and its ancestors, and outside the headroom held back
-    /// for other roles' unmet guarantees.
-    fn unreserved_cap(&self, r: RoleIdx) -> Quantities {
-        let mut cap = Quantities([i64::MAX; 4]);
+    /// How much role `r` may still be given, reserved or not: what fits in
+    /// the limits of it and of its ancestors.
+    fn limit_cap(&self, r: RoleIdx) -> Quantities {
+        let mut cap = Quantities([UNLIMITED; 4]);
         if self.quota_roles == 0 {
             return cap;
         }
-        let mut own_unmet = Quantities::ZERO;
         for c in self.chain(r) {
             let node = &self.roles[c as usize];
             cap = cap.min(node.quota.limit.gap(node.allocated));
-            own_unmet += node.unmet;
         }
-        let spare = self.free_unreserved.gap(self.required_headroom);
-        cap.min(spare + own_unmet)
+        cap
+    }
+
+    /// How much unreserved resource role `r` may be given without offering
+    /// into the headroom held back for other roles' unmet guarantees.
+    fn headroom_cap(&self, r: RoleIdx) -> Quantities {
+        if self.quota_roles == 0 {
+            return Quantities([UNLIMITED; 4]);
+        }
+        let own_unmet = self
+            .chain(r)
+            .into_iter()
+            .fold(Quantities::ZERO, |sum, c| sum + self.roles[c as usize].unmet);
+        self.free_unreserved.gap(self.required_headroom) + own_unmet
     }
 
     /// Counts a candidate's resources as offered and records the allocation.
@@ -1447,7 +1474,12 @@ impl Allocator {
             }
         }
         for (role, part) in &cand.reserved {
-            slot.free.remove(role);
+            if let Some(free) = slot.free.get_mut(role) {
+                *free = free.saturating_sub(part);
+                if free.is_empty() {
+                    slot.free.remove(role);
+                }
+            }
             all.add(part);
         }
         slot.offered.entry(c).or_default().add(&all);

@@ -191,17 +191,24 @@ proptest! {
 
     #[test]
     fn limits_are_never_exceeded(
-        agents in proptest::collection::vec(1u32..16, 1..10),
+        // Per agent: unreserved cpus, and cpus statically reserved for a role.
+        agents in proptest::collection::vec((1u32..16, 0usize..4, 0u32..6), 1..10),
         limits in proptest::collection::vec(1u32..20, 1..4),
-        releases in proptest::collection::vec(0usize..10, 0..10),
+        // Per step: a task to release, and a dynamic reservation to try.
+        steps in proptest::collection::vec((0usize..10, 0u32..10, 0usize..4, 0u32..4), 0..10),
     ) {
         let mut a = Allocator::new();
         for (i, l) in limits.iter().enumerate() {
             a.set_quota(&format!("r{i}"), &Resources::new(), Some(&res(&format!("cpus:{l}")))).unwrap();
             subscribe(&mut a, fw(i as u32), &format!("r{i}"));
         }
-        for (n, c) in agents.iter().enumerate() {
-            a.add_agent(agent(n as u32), res(&format!("cpus:{c};mem:{}", c * 1024)));
+        let role = |i: usize| format!("r{}", i % limits.len());
+        for (n, (c, r, reserved)) in agents.iter().enumerate() {
+            let mut text = format!("cpus:{c};mem:{}", c * 1024);
+            if *reserved > 0 {
+                text.push_str(&format!(";cpus({}):{reserved}", role(*r)));
+            }
+            a.add_agent(agent(n as u32), res(&text));
         }
         let now = Instant::now();
         let mut launched: Vec<Allocation> = Vec::new();
@@ -212,15 +219,19 @@ proptest! {
             }
             Ok(())
         };
-        for r in releases {
+        for (release, on, r, cpus) in steps {
             for o in a.allocate(now) {
                 a.launch(&o.framework_id, &o.agent_id, &o.resources);
                 launched.push(o);
             }
             check(&a)?;
             if !launched.is_empty() {
-                let o = launched.remove(r % launched.len());
+                let o = launched.remove(release % launched.len());
                 a.release(&o.framework_id, &o.agent_id, &o.resources);
+            }
+            if cpus > 0 {
+                // Fails (and changes nothing) when the cpus are not free.
+                let _ = a.reserve(&agent(on % agents.len() as u32), &role(r), &res(&format!("cpus:{cpus}")));
             }
         }
         run_to_quiescence(&mut a, now);

@@ -73,13 +73,14 @@ impl Quota {
         *self != Quota::default()
     }
 
+    /// Whether the limit constrains any kind.
+    pub(crate) fn has_limit(&self) -> bool {
+        self.limit.0.iter().any(|v| *v != UNLIMITED)
+    }
+
     /// The limit as resources (`None`: unlimited in every kind).
     pub(crate) fn limit_resources(&self) -> Option<Resources> {
-        self.limit
-            .0
-            .iter()
-            .any(|v| *v != UNLIMITED)
-            .then(|| self.limit.to_resources())
+        self.has_limit().then(|| self.limit.to_resources())
     }
 }
 

@@ -381,6 +381,42 @@ fn a_limit_is_never_exceeded() {
 }
 
 #[test]
+fn a_role_at_its_limit_is_not_offered_its_reserved_resources() {
+    let mut a = Allocator::new();
+    a.set_quota("prod", &Resources::new(), Some(&res("cpus:2;mem:100")))
+        .unwrap();
+    a.add_agent(agent(1), res("cpus:2;mem:100"));
+    role_framework(&mut a, fw(1), &["prod"]);
+    let out = a.allocate(now());
+    a.launch(&fw(1), &agent(1), &out[0].resources);
+    a.add_agent(agent(2), res("cpus(prod):2;mem(prod):100"));
+    assert!(a.allocate(now()).is_empty(), "prod already holds its limit");
+    assert_eq!(a.free(&agent(2)), res("cpus(prod):2;mem(prod):100"));
+    a.release(&fw(1), &agent(1), &res("cpus:1;mem:50"));
+    let cpus: f64 = a
+        .allocate(now())
+        .iter()
+        .map(|o| o.resources.get_scalar("cpus"))
+        .sum();
+    assert_eq!(cpus, 1.0, "only what the release made room for is offered");
+}
+
+#[test]
+fn a_role_near_its_limit_is_offered_only_the_reserved_part_that_fits() {
+    let mut a = Allocator::new();
+    a.set_quota("prod", &Resources::new(), Some(&res("cpus:3")))
+        .unwrap();
+    a.add_agent(agent(1), res("cpus(prod):2;mem:100"));
+    a.add_agent(agent(2), res("cpus(prod):2;mem:100"));
+    role_framework(&mut a, fw(1), &["prod"]);
+    let out = a.allocate(now());
+    let cpus: f64 = out.iter().map(|o| o.resources.get_scalar("cpus")).sum();
+    assert_eq!(cpus, 3.0);
+    let prod = a.roles().into_iter().find(|r| r.role == "prod").unwrap();
+    assert_eq!(prod.allocated.get_scalar("cpus"), 3.0);
+}
+
+#[test]
 fn a_guarantee_holds_back_headroom_from_other_roles() {
     let mut a = Allocator::new();
     a.set_quota("prod", &res("cpus:3"), None).unwrap();
