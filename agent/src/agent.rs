@@ -539,6 +539,7 @@ impl Agent {
                     info: Some(r.info.clone()),
                     framework_id: r.framework.id.clone(),
                     status: Some(r.latest.clone()),
+                    group_id: r.group.clone().unwrap_or_default(),
                 }
             })
             .collect();

@@ -963,8 +963,13 @@ impl Master {
             status.agent_id = agent.as_str().to_owned();
             // The agent resends whatever is unacknowledged on its own.
             let unacked = None;
-            // The agent does not report groups: keep what the master knows.
-            let group_id = self.tasks.get(&key).and_then(|t| t.group_id.clone());
+            // Keep the group the master knows; a restarted master learns it
+            // from the agent, so killing one task still kills its whole pod.
+            let group_id = self
+                .tasks
+                .get(&key)
+                .and_then(|t| t.group_id.clone())
+                .or_else(|| Some(t.group_id).filter(|g| !g.is_empty()));
             let mut task = Task {
                 info,
                 framework_id: fid.clone(),

@@ -376,11 +376,13 @@ async fn an_unreachable_agent_that_re_registers_gets_its_tasks_back() {
             state: TaskState::Running as i32,
             ..Default::default()
         }),
+        group_id: String::new(),
     };
     let orphan = v1::Task {
         info: Some(task_info("t9", "cpus:1")),
         framework_id: "fw-never-heard-of".into(),
         status: None,
+        group_id: String::new(),
     };
     register(&mut m, agent.as_str(), 2, vec![running, orphan]);
     let effects = m.take_effects();
@@ -1078,9 +1080,70 @@ async fn a_re_registering_agent_keeps_its_tasks_in_their_group() {
             state: TaskState::Running as i32,
             ..Default::default()
         }),
+        group_id: String::new(),
     };
     register(&mut m, agent.as_str(), 2, vec![reported]);
     let state = m.state_json();
     assert_eq!(state["tasks"][0]["state"], "TASK_RUNNING");
     assert_eq!(state["tasks"][0]["group_id"], group_id);
+}
+
+/// A fresh master (as after a restart) with a framework, and an agent
+/// re-registering with the running tasks `a` and `b` of pod `pod-1` and a
+/// single task `c`.
+fn restarted_master_with_a_pod() -> (Master, AgentId, Caller) {
+    let mut m = master(config());
+    let caller = subscribe(&mut m, framework_info(0.0));
+    let reported = |id: &str, group: &str| v1::Task {
+        info: Some(task_info(id, "cpus:1")),
+        framework_id: caller.framework_id.to_string(),
+        status: Some(v1::TaskStatus {
+            task_id: id.into(),
+            state: TaskState::Running as i32,
+            ..Default::default()
+        }),
+        group_id: group.into(),
+    };
+    let tasks = vec![reported("a", "pod-1"), reported("b", "pod-1"), reported("c", "")];
+    let agent = register(&mut m, AgentId::generate("agent").as_str(), 1, tasks);
+    m.take_effects();
+    (m, agent, caller)
+}
+
+fn task_json_of(state: &Value, id: &str) -> Value {
+    state["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id)
+        .cloned()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_master_learns_task_groups_from_re_registering_agents() {
+    let (m, _, _) = restarted_master_with_a_pod();
+    let state = m.state_json();
+    assert_eq!(task_json_of(&state, "a")["group_id"], "pod-1");
+    assert_eq!(task_json_of(&state, "b")["group_id"], "pod-1");
+    assert!(task_json_of(&state, "c").get("group_id").is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_master_restart_killing_one_task_of_a_pod_kills_the_whole_pod() {
+    let (mut m, agent, caller) = restarted_master_with_a_pod();
+    let kill = Call::Kill {
+        task_id: TaskId::parse("a").unwrap(),
+        kill_policy: None,
+    };
+    m.call(&caller, kill, Instant::now()).unwrap();
+    let mut killed: Vec<String> = agent_messages(&m.take_effects(), &agent)
+        .into_iter()
+        .filter_map(|msg| match msg {
+            master_message::Message::KillTask(k) => Some(k.task_id),
+            _ => None,
+        })
+        .collect();
+    killed.sort();
+    assert_eq!(killed, vec!["a", "b"]);
 }

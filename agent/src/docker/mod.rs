@@ -156,9 +156,8 @@ pub(crate) fn image_reference(image: &str) -> (String, String) {
 pub(crate) struct DockerContainerizer {
     docker: Docker,
     work_dir: PathBuf,
-    /// Every GPU of the machine (uuids) and the ones handed out.
-    gpus: Arc<Vec<String>>,
-    gpus_in_use: Arc<Mutex<BTreeSet<String>>>,
+    /// The machine's GPUs and which ones are handed out.
+    gpus: Arc<Mutex<gpu::GpuPool>>,
 }
 
 impl DockerContainerizer {
@@ -166,8 +165,7 @@ impl DockerContainerizer {
         Self {
             docker,
             work_dir,
-            gpus: Arc::new(gpus),
-            gpus_in_use: Arc::new(Mutex::new(BTreeSet::new())),
+            gpus: Arc::new(Mutex::new(gpu::GpuPool::new(gpus))),
         }
     }
 
@@ -245,32 +243,17 @@ impl DockerContainerizer {
         if wanted == 0 {
             return Ok(Vec::new());
         }
-        let mut in_use = self.gpus_in_use.lock().await;
-        let free: Vec<String> = self
-            .gpus
-            .iter()
-            .filter(|g| !in_use.contains(*g))
-            .take(wanted)
-            .cloned()
-            .collect();
-        if free.len() < wanted {
-            return Err(LaunchError::Docker(format!(
-                "{wanted} GPUs asked for, {} free",
-                free.len()
-            )));
-        }
-        in_use.extend(free.iter().cloned());
-        Ok(free)
+        let mut pool = self.gpus.lock().await;
+        let free = pool.free();
+        pool.take(wanted)
+            .ok_or_else(|| LaunchError::Docker(format!("{wanted} GPUs asked for, {free} free")))
     }
 
     async fn release_gpus(&self, gpus: &[String]) {
         if gpus.is_empty() {
             return;
         }
-        let mut in_use = self.gpus_in_use.lock().await;
-        for g in gpus {
-            in_use.remove(g);
-        }
+        self.gpus.lock().await.release(gpus);
     }
 
     /// Creates the container of a plan (not started); removes it on failure.
@@ -552,11 +535,23 @@ impl DockerContainerizer {
         let this = self.clone();
         tokio::spawn(async move {
             let name = container_name(&run.sandbox);
-            let running = match this
+            let inspected = this
                 .docker
                 .inspect_container(&name, None::<InspectContainerOptions>)
-                .await
-            {
+                .await;
+            // The GPUs a surviving container holds stay taken until it ends.
+            let held = inspected
+                .as_ref()
+                .ok()
+                .and_then(|info| info.config.as_ref())
+                .and_then(|c| c.labels.as_ref())
+                .and_then(|l| l.get(spec::LABEL_GPUS))
+                .map(|l| gpu::parse_gpus_label(l))
+                .unwrap_or_default();
+            if !held.is_empty() {
+                this.gpus.lock().await.reserve(&held);
+            }
+            let running = match inspected {
                 Ok(info) => info
                     .state
                     .as_ref()
@@ -575,6 +570,7 @@ impl DockerContainerizer {
                 let _ = events.send((run.clone(), ContainerEvent::Started { task_pid }));
             }
             let record = this.watch(&name, &run.sandbox).await;
+            this.release_gpus(&held).await;
             let _ = events.send((run, ContainerEvent::Exited(record)));
         })
     }
@@ -614,7 +610,16 @@ impl DockerContainerizer {
                 stream: false,
                 one_shot: true,
             };
-            let stats = this.docker.stats(&name, Some(options)).next().await?.ok()?;
+            let mut stats = this.docker.stats(&name, Some(options));
+            let inspect = this
+                .docker
+                .inspect_container(&name, None::<InspectContainerOptions>);
+            let (stats, inspect) = tokio::join!(stats.next(), inspect);
+            let stats = stats?.ok()?;
+            let cpus_limit = inspect
+                .ok()
+                .and_then(|info| info.host_config)
+                .and_then(|hc| spec::cpus_limit(hc.cpu_quota, hc.cpu_period));
             let cpu_ns = stats
                 .cpu_stats
                 .and_then(|c| c.cpu_usage)
@@ -623,7 +628,7 @@ impl DockerContainerizer {
             Some(Usage {
                 cpu_seconds_total: cpu_ns as f64 / 1e9,
                 mem_bytes: memory.usage.unwrap_or(0),
-                cpus_limit: None,
+                cpus_limit,
                 mem_limit_bytes: memory.limit,
             })
         })

@@ -13,6 +13,8 @@
 //!   before any starts; any failure removes what was created, and every
 //!   task of the group fails with the reason.
 
+use std::path::Path;
+
 use futures::future::join_all;
 
 use super::spec::{self, ContainerPlan, docker_info};
@@ -48,27 +50,29 @@ impl DockerContainerizer {
         }
         let names: Vec<String> = specs.iter().map(|s| container_name(&s.run.sandbox)).collect();
         let first_name = names[0].clone();
+        let mut gpus: Vec<Vec<String>> = Vec::with_capacity(specs.len());
+        for s in &specs {
+            match self.take_gpus(&s.task).await {
+                Ok(taken) => gpus.push(taken),
+                Err(err) => {
+                    for taken in &gpus {
+                        self.release_gpus(taken).await;
+                    }
+                    return Err(LaunchError::Docker(format!("task {}: {err}", s.task.name)));
+                }
+            }
+        }
         let mut created: Vec<&str> = Vec::new();
         let mut failure = None;
-        for (s, name) in specs.iter().zip(&names) {
-            let agent_id = s
-                .env
-                .iter()
-                .find(|(k, _)| k == "AGORA_AGENT_ID")
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default();
-            let plan = ContainerPlan {
-                task: &s.task,
-                framework_id: &s.run.framework_id,
-                agent_id: &agent_id,
-                work_dir: self.work_dir(),
-                sandbox: &s.run.sandbox,
-                env: &s.env,
-                join_network_of: (name != &first_name).then_some(first_name.as_str()),
-                extra_binds: vec![format!("{}:{SHARED_MOUNT}:rw", shared.display())],
-                extra_labels: vec![(spec::LABEL_GROUP.to_owned(), group_id.to_owned())],
-                gpus: Vec::new(),
-            };
+        for ((s, name), taken) in specs.iter().zip(&names).zip(&gpus) {
+            let plan = member_plan(
+                s,
+                group_id,
+                self.work_dir(),
+                &shared,
+                (name != &first_name).then_some(first_name.as_str()),
+                taken.clone(),
+            );
             match self.create(&plan, name).await {
                 Ok(()) => created.push(name),
                 Err(err) => {
@@ -98,10 +102,13 @@ impl DockerContainerizer {
             for name in created {
                 self.remove(name).await;
             }
+            for taken in &gpus {
+                self.release_gpus(taken).await;
+            }
             return Err(err);
         }
         let mut launched = Vec::with_capacity(specs.len());
-        for (s, name) in specs.into_iter().zip(names) {
+        for ((s, name), taken) in specs.into_iter().zip(names).zip(gpus) {
             let process = match self
                 .docker
                 .inspect_container(&name, None::<bollard::query_parameters::InspectContainerOptions>)
@@ -120,6 +127,7 @@ impl DockerContainerizer {
             let watcher: Watcher = Box::pin(async move {
                 let _ = events.send((run.clone(), ContainerEvent::Started { task_pid: process }));
                 let record = this.watch(&name, &run.sandbox).await;
+                this.release_gpus(&taken).await;
                 let _ = events.send((run, ContainerEvent::Exited(record)));
             });
             launched.push((
@@ -131,5 +139,105 @@ impl DockerContainerizer {
             ));
         }
         Ok(launched)
+    }
+}
+
+/// The plan of one pod member's container: the pod's group label and
+/// scratch volume, the first member's network namespace (`join_network_of`,
+/// `None` for the first member itself) and the GPUs assigned to the member.
+fn member_plan<'a>(
+    spec: &'a LaunchSpec,
+    group_id: &str,
+    work_dir: &'a Path,
+    shared: &Path,
+    join_network_of: Option<&'a str>,
+    gpus: Vec<String>,
+) -> ContainerPlan<'a> {
+    ContainerPlan {
+        task: &spec.task,
+        framework_id: &spec.run.framework_id,
+        agent_id: spec
+            .env
+            .iter()
+            .find(|(k, _)| k == "AGORA_AGENT_ID")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default(),
+        work_dir,
+        sandbox: &spec.run.sandbox,
+        env: &spec.env,
+        join_network_of,
+        extra_binds: vec![format!("{}:{SHARED_MOUNT}:rw", shared.display())],
+        extra_labels: vec![(spec::LABEL_GROUP.to_owned(), group_id.to_owned())],
+        gpus,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use agora_proto::v1;
+
+    use super::*;
+    use crate::containerizer::RunRef;
+
+    fn member(task_id: &str, gpus: f64) -> LaunchSpec {
+        let resources = if gpus > 0.0 {
+            format!("cpus:0.1;mem:32;gpus:{gpus}")
+        } else {
+            "cpus:0.1;mem:32".to_owned()
+        };
+        LaunchSpec {
+            run: RunRef {
+                framework_id: "fw".into(),
+                task_id: task_id.into(),
+                sandbox: PathBuf::from(format!("/work/s/{task_id}")),
+            },
+            task: v1::TaskInfo {
+                name: task_id.into(),
+                task_id: task_id.into(),
+                resources: agora_proto::Resources::parse(&resources).unwrap().to_proto(),
+                container: Some(v1::ContainerInfo {
+                    kind: Some(v1::container_info::Kind::Docker(v1::DockerInfo {
+                        image: "busybox".into(),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            env: vec![("AGORA_AGENT_ID".into(), "ag".into())],
+        }
+    }
+
+    #[test]
+    fn a_pod_member_gets_its_assigned_gpus_as_a_device_request() {
+        let spec = member("t2", 1.0);
+        let plan = member_plan(
+            &spec,
+            "g1",
+            Path::new("/work"),
+            Path::new("/work/s/t1/pod-shared"),
+            Some("agora-t1"),
+            vec!["GPU-aaaa".into()],
+        );
+        let hc = spec::create_body(&plan, "busybox").host_config.unwrap();
+        let requests = hc.device_requests.unwrap();
+        assert_eq!(requests.len(), 1);
+        assert_eq!(requests[0].device_ids, Some(vec!["GPU-aaaa".to_owned()]));
+        assert_eq!(requests[0].capabilities, Some(vec![vec!["gpu".to_owned()]]));
+        assert_eq!(hc.network_mode.as_deref(), Some("container:agora-t1"));
+        let labels = spec::create_body(&plan, "busybox").labels.unwrap();
+        assert_eq!(labels[spec::LABEL_GROUP], "g1");
+        assert_eq!(labels[spec::LABEL_AGENT], "ag");
+    }
+
+    #[test]
+    fn a_pod_member_without_gpus_requests_no_devices() {
+        let spec = member("t1", 0.0);
+        let plan = member_plan(&spec, "g1", Path::new("/work"), Path::new("/x"), None, Vec::new());
+        let hc = spec::create_body(&plan, "busybox").host_config.unwrap();
+        assert!(hc.device_requests.is_none());
+        assert_eq!(hc.binds.unwrap()[1], format!("/x:{SHARED_MOUNT}:rw"));
     }
 }

@@ -32,6 +32,9 @@ pub(crate) const LABEL_SANDBOX: &str = "agora.sandbox";
 pub(crate) const LABEL_WORK_DIR: &str = "agora.work_dir";
 /// The pod a container belongs to, if any.
 pub(crate) const LABEL_GROUP: &str = "agora.group_id";
+/// The GPUs (uuids, comma-separated) assigned to the container, if any:
+/// a restarted agent reads them back so it does not hand them out again.
+pub(crate) const LABEL_GPUS: &str = "agora.gpus";
 /// CFS period used with the cpu quota, in microseconds.
 const CPU_PERIOD_US: i64 = 100_000;
 /// Fewest cpu shares Docker accepts.
@@ -90,6 +93,14 @@ pub(crate) fn volume_host_path(sandbox: &Path, volume: &v1::Volume) -> PathBuf {
     }
 }
 
+/// The CPU limit in cores that a CFS quota over a period sets; `None` when
+/// the container is not limited (no or a non-positive quota or period).
+pub(crate) fn cpus_limit(cpu_quota: Option<i64>, cpu_period: Option<i64>) -> Option<f64> {
+    let quota = cpu_quota.filter(|q| *q > 0)?;
+    let period = cpu_period.filter(|p| *p > 0).unwrap_or(CPU_PERIOD_US);
+    Some(quota as f64 / period as f64)
+}
+
 /// The container's environment: the task environment without the agent's
 /// `PATH`, with the sandbox variables pointing at [`SANDBOX_MOUNT`].
 pub(crate) fn container_env(env: &[(String, String)]) -> Vec<String> {
@@ -115,6 +126,9 @@ pub(crate) fn labels(plan: &ContainerPlan<'_>) -> HashMap<String, String> {
     labels.insert(LABEL_AGENT.to_owned(), plan.agent_id.to_owned());
     labels.insert(LABEL_SANDBOX.to_owned(), plan.sandbox.display().to_string());
     labels.insert(LABEL_WORK_DIR.to_owned(), plan.work_dir.display().to_string());
+    if !plan.gpus.is_empty() {
+        labels.insert(LABEL_GPUS.to_owned(), super::gpu::gpus_label(&plan.gpus));
+    }
     labels.extend(plan.extra_labels.iter().cloned());
     labels
 }
@@ -309,12 +323,44 @@ mod tests {
     }
 
     #[test]
+    fn assigned_gpus_are_requested_and_labelled() {
+        let task = task(|_, _| {});
+        let plan = ContainerPlan {
+            task: &task,
+            framework_id: "fw",
+            agent_id: "ag",
+            work_dir: Path::new("/work"),
+            sandbox: Path::new("/work/s"),
+            env: &[],
+            join_network_of: None,
+            extra_binds: vec![],
+            extra_labels: vec![],
+            gpus: vec!["GPU-a".into(), "GPU-b".into()],
+        };
+        let b = create_body(&plan, "busybox");
+        assert_eq!(b.labels.unwrap()[LABEL_GPUS], "GPU-a,GPU-b");
+        let requests = b.host_config.unwrap().device_requests.unwrap();
+        assert_eq!(
+            requests[0].device_ids,
+            Some(vec!["GPU-a".to_owned(), "GPU-b".to_owned()])
+        );
+    }
+
+    #[test]
     fn limits_come_from_cpus_and_mem() {
         let hc = body(&task(|_, _| {})).host_config.unwrap();
         assert_eq!(hc.cpu_shares, Some(512));
         assert_eq!(hc.cpu_quota, Some(50_000));
         assert_eq!(hc.memory, Some(64 * 1024 * 1024));
         assert_eq!(hc.memory_swap, hc.memory);
+    }
+
+    #[test]
+    fn the_cpu_limit_is_the_quota_over_the_period() {
+        let hc = body(&task(|_, _| {})).host_config.unwrap();
+        assert_eq!(cpus_limit(hc.cpu_quota, hc.cpu_period), Some(0.5));
+        assert_eq!(cpus_limit(None, Some(100_000)), None);
+        assert_eq!(cpus_limit(Some(-1), Some(100_000)), None);
     }
 
     #[test]

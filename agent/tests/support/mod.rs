@@ -188,7 +188,11 @@ pub struct RunningAgent {
 }
 
 impl RunningAgent {
-    pub async fn start(master: SocketAddr, work_dir: &Path, configure: impl FnOnce(&mut AgentConfig)) -> Self {
+    pub async fn start(
+        master: SocketAddr,
+        work_dir: &Path,
+        configure: impl FnOnce(&mut AgentConfig),
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = listener.local_addr().unwrap();
         let mut config = AgentConfig::new(vec![master.to_string()], http, work_dir.to_path_buf());
