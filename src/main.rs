@@ -75,6 +75,10 @@ enum BenchCommand {
     /// report tasks/s, offer→launch latency, allocation pass time and the
     /// master's peak RSS.
     Cluster(bench::ClusterArgs),
+    /// Launch N `sleep` containers through Agora, the raw engine (parallel
+    /// bollard calls) and Swarm on the same engine; report the time until all
+    /// run and the ratios.
+    Docker(bench::DockerArgs),
 }
 
 fn init_logging(format: LogFormat) {
@@ -138,6 +142,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Logs(args) => logs::run(args).await?,
         Command::Bench(BenchCommand::Launch(args)) => bench::launch(args).await?,
         Command::Bench(BenchCommand::Cluster(args)) => bench::cluster(args).await?,
+        Command::Bench(BenchCommand::Docker(args)) => bench::docker(args).await?,
         Command::Supervise(_) => anyhow::bail!("supervise is handled before the runtime starts"),
     }
     Ok(())

