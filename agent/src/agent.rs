@@ -786,7 +786,24 @@ impl Agent {
             Err(err) => {
                 tracing::warn!(task = %key.1, %err, "task launch failed");
                 let killing = record.killing.then_some(record.kill_reason);
-                let o = outcome(Some(&ExitRecord::LaunchError(err.to_string())), killing, false);
+                let force_pull = record
+                    .info
+                    .container
+                    .as_ref()
+                    .and_then(|c| c.kind.as_ref())
+                    .is_some_and(|v1::container_info::Kind::Docker(d)| d.force_pull_image);
+                let o = match err {
+                    // An image that is neither here nor pullable is bad input
+                    // (nothing was created), unless the task asked for a
+                    // pull: then the pull is what failed.
+                    LaunchError::ImageNotFound(image) if !force_pull && killing.is_none() => Outcome {
+                        state: TaskState::Error,
+                        reason: StatusReason::ReasonTaskInvalid,
+                        message: format!("container.docker.image: image not found: {image}"),
+                        exit_code: None,
+                    },
+                    err => outcome(Some(&ExitRecord::LaunchError(err.to_string())), killing, false),
+                };
                 self.end(&key, o);
             }
         }

@@ -221,11 +221,30 @@ async fn a_bridge_port_mapping_reaches_the_container_on_the_host_port() {
 }
 
 #[tokio::test]
-async fn a_missing_image_fails_quickly_as_image_not_found() {
+async fn an_unknown_image_is_a_task_error_naming_the_field() {
     let (_dir, _cleanup, agent, mut session, _s) = setup().await;
     let started = tokio::time::Instant::now();
     session.run(container_task("ghost", "true", |d| {
         d.image = "agora-test/does-not-exist:1".into();
+    }));
+    session.expect_and_ack(TaskState::Starting).await;
+    let error = session.expect_and_ack(TaskState::Error).await;
+    assert_eq!(
+        error.message,
+        "container.docker.image: image not found: agora-test/does-not-exist:1"
+    );
+    assert_eq!(error.reason(), StatusReason::ReasonTaskInvalid);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_forced_pull_of_a_missing_image_fails_quickly_as_image_not_found() {
+    let (_dir, _cleanup, agent, mut session, _s) = setup().await;
+    let started = tokio::time::Instant::now();
+    session.run(container_task("ghost", "true", |d| {
+        d.image = "agora-test/does-not-exist:1".into();
+        d.force_pull_image = true;
     }));
     session.expect_and_ack(TaskState::Starting).await;
     let failed = session.expect_and_ack(TaskState::Failed).await;

@@ -125,7 +125,7 @@ async fn killing_a_docker_task_stops_and_removes_its_container() {
 }
 
 #[tokio::test]
-async fn a_docker_task_with_a_missing_image_fails_as_image_not_found() {
+async fn a_docker_task_with_an_unknown_image_is_a_task_error_naming_the_image() {
     let cluster = docker_cluster().await;
     let _containers = Containers::of(cluster.dir.path());
     let mut fw = Framework::subscribe(cluster.master.addr, framework_info("e2e", 0.0)).await;
@@ -135,9 +135,12 @@ async fn a_docker_task_with_a_missing_image_fails_as_image_not_found() {
         vec![docker_task("dm", "true", "agora-test/missing:1")],
     )
     .await;
-    let failed = fw.update("dm", TaskState::Failed).await;
-    assert_eq!(failed.message, "image not found: agora-test/missing:1");
-    assert_eq!(failed.reason(), StatusReason::ReasonContainerLaunchFailed);
+    let error = fw.update("dm", TaskState::Error).await;
+    assert_eq!(
+        error.message,
+        "container.docker.image: image not found: agora-test/missing:1"
+    );
+    assert_eq!(error.reason(), StatusReason::ReasonTaskInvalid);
 }
 
 #[tokio::test]
