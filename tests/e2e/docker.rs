@@ -2,60 +2,12 @@
 //! on the `agora-test/busybox:latest` image (scripts/test-image.sh). Every
 //! container is removed by its work-dir label when the test ends, pass or fail.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agora_proto::v1::{self, StatusReason, TaskState};
 
+use crate::containers::*;
 use crate::harness::*;
-
-const IMAGE: &str = "agora-test/busybox:latest";
-
-fn docker(args: &[&str]) -> String {
-    let out = std::process::Command::new("docker")
-        .args(args)
-        .output()
-        .expect("Docker tests need the docker CLI and a running engine");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// Fails loudly when the engine or the test image is missing.
-fn require_docker() {
-    let out = std::process::Command::new("docker")
-        .args(["image", "inspect", IMAGE])
-        .output()
-        .expect("Docker tests need the docker CLI and a running engine");
-    assert!(
-        out.status.success(),
-        "Docker tests need the image {IMAGE} (run scripts/test-image.sh): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Removes the containers of agent 0 of the cluster in `dir` when dropped.
-struct Containers(PathBuf);
-
-impl Containers {
-    fn of(dir: &Path) -> Self {
-        Self(dir.join("agent-0"))
-    }
-
-    fn ids(&self) -> Vec<String> {
-        let filter = format!("label=agora.work_dir={}", self.0.display());
-        docker(&["ps", "-aq", "--filter", &filter])
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        for id in self.ids() {
-            docker(&["rm", "-f", &id]);
-        }
-    }
-}
 
 fn docker_task(id: &str, cmd: &str, image: &str) -> v1::TaskInfo {
     let mut task = shell_task(id, cmd, 0.1, 32.0);

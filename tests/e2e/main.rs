@@ -2,6 +2,7 @@
 //! task processes. Each test starts its own master and agents in its own
 //! directory on ephemeral ports, so tests run in parallel.
 
+mod containers;
 mod harness;
 
 mod accept;
