@@ -615,14 +615,7 @@ impl Allocator {
         role: &str,
         resources: &Resources,
     ) -> Result<(), AllocatorError> {
-        validate_role(role)?;
-        if role == UNRESERVED {
-            return Err(AllocatorError::ReserveDefaultRole);
-        }
-        let a = self
-            .agent_idx(agent)
-            .ok_or_else(|| AllocatorError::UnknownAgent(agent.clone()))?;
-        let reserved = reserved_as(resources, role);
+        let (a, reserved) = self.reservation(agent, role, resources)?;
         self.move_between(a, UNRESERVED, resources, role, &reserved)?;
         let q = Quantities::of(resources);
         self.free_unreserved -= q;
@@ -638,6 +631,22 @@ impl Allocator {
         role: &str,
         resources: &Resources,
     ) -> Result<(), AllocatorError> {
+        let (a, reserved) = self.reservation(agent, role, resources)?;
+        self.move_between(a, role, &reserved, UNRESERVED, resources)?;
+        let q = Quantities::of(resources);
+        self.free_unreserved += q;
+        self.add_reserved(role, q, -1);
+        Ok(())
+    }
+
+    /// Checks a RESERVE/UNRESERVE of `resources` for `role` on `agent`: the
+    /// agent's index and the resources as reserved for the role.
+    fn reservation(
+        &self,
+        agent: &AgentId,
+        role: &str,
+        resources: &Resources,
+    ) -> Result<(AgentIdx, Resources), AllocatorError> {
         validate_role(role)?;
         if role == UNRESERVED {
             return Err(AllocatorError::ReserveDefaultRole);
@@ -645,12 +654,7 @@ impl Allocator {
         let a = self
             .agent_idx(agent)
             .ok_or_else(|| AllocatorError::UnknownAgent(agent.clone()))?;
-        let reserved = reserved_as(resources, role);
-        self.move_between(a, role, &reserved, UNRESERVED, resources)?;
-        let q = Quantities::of(resources);
-        self.free_unreserved += q;
-        self.add_reserved(role, q, -1);
-        Ok(())
+        Ok((a, reserved_as(resources, role)))
     }
 
     /// Moves `take` out of free bucket `from` and `put` into bucket `to`,
