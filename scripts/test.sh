@@ -6,7 +6,9 @@
 #
 # Needs: a Rust toolchain. Everything else it installs itself (Debian, as
 # root): a Docker Engine if none answers, and the test image
-# agora-test/busybox:latest (scripts/test-image.sh; there is no registry).
+# agora-test/busybox:latest (scripts/test-image.sh; there is no registry),
+# and the real Marathon and Chronos Python clients the compatibility tests
+# drive (marathon 0.13, chronos-python 1.2.1, from PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +34,21 @@ ensure_docker() {
   echo "dockerd did not start; see /tmp/agora-dockerd.log" >&2
   exit 1
 }
+
+# The unchanged third-party clients the compatibility tests run.
+ensure_python_clients() {
+  command -v python3 >/dev/null 2>&1 || apt_install python3 python3-pip
+  if python3 -c 'import marathon, chronos' >/dev/null 2>&1 &&
+    python3 -c 'import importlib.metadata as m; assert m.version("marathon") == "0.13.0" and m.version("chronos-python") == "1.2.1"' >/dev/null 2>&1; then
+    return
+  fi
+  python3 -m pip install --quiet --disable-pip-version-check --break-system-packages \
+    'marathon==0.13.0' 'chronos-python==1.2.1' 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check 'marathon==0.13.0' 'chronos-python==1.2.1'
+}
+
+step "Python clients for the compatibility tests"
+ensure_python_clients
 
 step "Docker Engine and the test image"
 ensure_docker

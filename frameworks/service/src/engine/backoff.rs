@@ -1,0 +1,98 @@
+//! Launch backoff: after a task of an app fails, its next launch waits
+//! `backoffSeconds`, then × `backoffFactor` after every further failure, up
+//! to `maxLaunchDelaySeconds` (Marathon's rate limiter).
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::app::AppDefinition;
+
+/// The launch delay of one app version.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct LaunchDelay {
+    /// The version whose failures this counts (a new version starts afresh).
+    pub version: Option<jiff::Timestamp>,
+    /// The delay applied after the last failure.
+    pub current: Duration,
+    /// No launch before this.
+    pub until: Instant,
+    /// Failures counted.
+    pub failures: u32,
+}
+
+impl LaunchDelay {
+    /// The delay after the first failure of `app`'s current version at `now`.
+    pub fn first(app: &AppDefinition, now: Instant) -> Self {
+        let current = app.backoff().min(app.max_launch_delay());
+        Self {
+            version: app.version,
+            current,
+            until: now + current,
+            failures: 1,
+        }
+    }
+
+    /// The delay after one more failure at `now`: the previous one ×
+    /// `backoffFactor`, capped at `maxLaunchDelaySeconds`.
+    pub fn next(&self, app: &AppDefinition, now: Instant) -> Self {
+        let factor = if app.backoff_factor.is_finite() && app.backoff_factor >= 1.0 {
+            app.backoff_factor
+        } else {
+            1.0
+        };
+        let cap = app.max_launch_delay();
+        let grown = self.current.as_secs_f64() * factor;
+        let current = if grown >= cap.as_secs_f64() {
+            cap
+        } else {
+            Duration::from_secs_f64(grown)
+        };
+        Self {
+            version: app.version,
+            current,
+            until: now + current,
+            failures: self.failures.saturating_add(1),
+        }
+    }
+
+    /// Time left at `now` (zero when it has passed).
+    pub fn left(&self, now: Instant) -> Duration {
+        self.until.saturating_duration_since(now)
+    }
+
+    /// Whether launches must still wait at `now`.
+    pub fn holds(&self, now: Instant) -> bool {
+        now < self.until
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::AppId;
+
+    fn app(backoff: u64, factor: f64, max: u64) -> AppDefinition {
+        AppDefinition {
+            backoff_seconds: backoff,
+            backoff_factor: factor,
+            max_launch_delay_seconds: max,
+            ..AppDefinition::new(AppId::parse("/a").expect("valid"), "true")
+        }
+    }
+
+    #[test]
+    fn delay_grows_by_the_factor_and_stops_at_the_cap() {
+        let now = Instant::now();
+        let app = app(1, 2.0, 5);
+        let d1 = LaunchDelay::first(&app, now);
+        let d2 = d1.next(&app, now);
+        let d3 = d2.next(&app, now);
+        let d4 = d3.next(&app, now);
+        let d5 = d4.next(&app, now);
+        let secs: Vec<u64> = [d1, d2, d3, d4, d5].iter().map(|d| d.current.as_secs()).collect();
+        assert_eq!(secs, vec![1, 2, 4, 5, 5]);
+        assert_eq!(d5.failures, 5);
+        assert_eq!(d5.until, now + Duration::from_secs(5));
+    }
+}
