@@ -589,8 +589,18 @@ impl Service {
         driver_config.framework_id_store = Some(state.framework_ids());
         // Updates are acknowledged once the engine's changes are stored.
         driver_config.auto_acknowledge = false;
+        // Known before the master confirms it, when this framework ran before.
+        let framework_id = match state.framework_ids().load().await {
+            Ok(id) => id.map(FrameworkId::into_string),
+            Err(e) => {
+                return Err(RuntimeError::Recover(StateError::Corrupt {
+                    key: "framework id".to_owned(),
+                    reason: e.to_string(),
+                }));
+            }
+        };
         let info = ServiceInfo {
-            framework_id: None,
+            framework_id,
             leader,
             master: masters.join(","),
             name: config.name.clone(),

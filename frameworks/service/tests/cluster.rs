@@ -136,11 +136,22 @@ async fn a_restarted_service_keeps_its_tasks_apps_versions_and_deployments() {
 
     let after = service.wait_running(&app, 3).await;
     assert_eq!(ids(&after), ids(&tasks), "the same tasks, none replaced");
-    assert_eq!(
-        service.handle.info().await.framework_id,
-        framework_id,
-        "re-subscribed as itself"
-    );
+    // The master sees one framework, the same one, connected again.
+    let master = format!("http://{}/state", cluster.master);
+    let frameworks = eventually("the framework to re-subscribe", || {
+        let master = master.clone();
+        async move {
+            let state: serde_json::Value = reqwest::get(&master).await.ok()?.json().await.ok()?;
+            let frameworks = state["frameworks"].as_array()?.clone();
+            frameworks
+                .iter()
+                .any(|f| f["connected"] == true)
+                .then_some(frameworks)
+        }
+    })
+    .await;
+    assert_eq!(frameworks.len(), 1, "{frameworks:?}");
+    assert_eq!(frameworks[0]["id"].as_str(), framework_id.as_deref());
     for (task, pid) in tasks.iter().zip(&before_pids) {
         assert!(pid_alive(*pid), "task {} was restarted", task.id);
         assert_eq!(task_pid(&cluster.agent_dir, task.id.as_str()), Some(*pid));
