@@ -1,4 +1,5 @@
-//! `agora local`: a master and N agents in one process.
+//! `agora local`: a master, N agents, the service framework and the cron
+//! framework in one process.
 //!
 //! Each agent gets an equal share of the host (cpus, memory, disk, and a
 //! disjoint slice of ports 31000-32000) and its own work dir, so the cluster
@@ -32,6 +33,15 @@ pub struct LocalArgs {
     /// 0 lets the system choose every agent's port.
     #[arg(long, default_value_t = 5051)]
     pub agent_base_port: u16,
+    /// Address of the service framework's Marathon-compatible REST API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub service_listen: SocketAddr,
+    /// Address of the cron framework's Chronos-compatible REST API.
+    #[arg(long, default_value = "127.0.0.1:4400")]
+    pub cron_listen: SocketAddr,
+    /// Run only the master and the agents (no service or cron framework).
+    #[arg(long)]
+    pub no_frameworks: bool,
 }
 
 /// How to start an in-process cluster (used by `agora local` and the benchmarks).
@@ -42,6 +52,10 @@ pub struct LocalConfig {
     pub master_listen: SocketAddr,
     /// 0: every agent binds an ephemeral port.
     pub agent_base_port: u16,
+    /// Where the service framework serves its REST API (None: not started).
+    pub service_listen: Option<SocketAddr>,
+    /// Where the cron framework serves its REST API (None: not started).
+    pub cron_listen: Option<SocketAddr>,
 }
 
 impl Default for LocalConfig {
@@ -51,6 +65,8 @@ impl Default for LocalConfig {
             agents: 2,
             master_listen: SocketAddr::from(([127, 0, 0, 1], 5050)),
             agent_base_port: 5051,
+            service_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            cron_listen: Some(SocketAddr::from(([127, 0, 0, 1], 4400))),
         }
     }
 }
@@ -59,6 +75,8 @@ impl Default for LocalConfig {
 pub struct LocalCluster {
     master_addr: SocketAddr,
     agent_addrs: Vec<SocketAddr>,
+    service_addr: Option<SocketAddr>,
+    cron_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
 }
@@ -75,7 +93,19 @@ impl LocalCluster {
         &self.agent_addrs
     }
 
-    /// Stops the master and the agents (tasks keep running, as with real
+    /// Where the service framework serves its REST API, if it runs.
+    #[allow(dead_code)]
+    pub fn service_addr(&self) -> Option<SocketAddr> {
+        self.service_addr
+    }
+
+    /// Where the cron framework serves its REST API, if it runs.
+    #[allow(dead_code)]
+    pub fn cron_addr(&self) -> Option<SocketAddr> {
+        self.cron_addr
+    }
+
+    /// Stops the frameworks, the master and the agents (tasks keep running, as with real
     /// agents) and waits for them.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
@@ -159,9 +189,49 @@ pub async fn start(config: LocalConfig) -> anyhow::Result<LocalCluster> {
         agent_addrs.push(addr);
     }
     tracing::info!(address = %master_addr, agents = ?agent_addrs, "local cluster listening");
+
+    let masters = vec![master_addr.to_string()];
+    let service_addr = match config.service_listen {
+        None => None,
+        Some(listen) => {
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen} (service framework)"))?;
+            let addr = listener.local_addr()?;
+            let service = agora_service::runtime::ServiceConfig::new(
+                masters.clone(),
+                addr,
+                config.work_dir.join("service"),
+            );
+            let service_stop = stopped(stop_rx.clone());
+            tasks.push(tokio::spawn(async move {
+                agora_service::runtime::serve(service, listener, service_stop).await?;
+                Ok(())
+            }));
+            Some(addr)
+        }
+    };
+    let cron_addr = match config.cron_listen {
+        None => None,
+        Some(listen) => {
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen} (cron framework)"))?;
+            let addr = listener.local_addr()?;
+            let cron = agora_cron::runtime::CronConfig::new(masters, addr, config.work_dir.join("cron"));
+            let cron_stop = stopped(stop_rx.clone());
+            tasks.push(tokio::spawn(async move {
+                agora_cron::runtime::serve(cron, listener, cron_stop).await?;
+                Ok(())
+            }));
+            Some(addr)
+        }
+    };
     Ok(LocalCluster {
         master_addr,
         agent_addrs,
+        service_addr,
+        cron_addr,
         stop,
         tasks,
     })
@@ -174,12 +244,20 @@ pub async fn run(args: LocalArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         agents: args.agents as usize,
         master_listen: args.master_listen,
         agent_base_port: args.agent_base_port,
+        service_listen: (!args.no_frameworks).then_some(args.service_listen),
+        cron_listen: (!args.no_frameworks).then_some(args.cron_listen),
     })
     .await?;
     println!(
         "Agora is running: master at http://{}  (try: agora state)",
         cluster.master_addr()
     );
+    if let Some(addr) = cluster.service_addr() {
+        println!("  service framework (Marathon API) at http://{addr}  (try: agora app list)");
+    }
+    if let Some(addr) = cluster.cron_addr() {
+        println!("  cron framework (Chronos API) at http://{addr}  (try: agora job list)");
+    }
     shutdown.await;
     cluster.shutdown().await
 }

@@ -4,7 +4,9 @@
 //! only parses the command line, sets up logging and runs the runtime.
 #![forbid(unsafe_code)]
 
+mod app_cli;
 mod bench;
+mod job_cli;
 mod local;
 mod logs;
 mod state;
@@ -57,6 +59,20 @@ enum Command {
     /// Print a task's stdout (or --stderr) wherever it runs or ran; --follow keeps
     /// printing until the task ends.
     Logs(logs::LogsArgs),
+    /// Manage the cron framework's jobs: add, list, run, runs, rm, graph.
+    Job(job_cli::JobArgs),
+    /// Run the service framework: keeps long-running apps running, with a
+    /// Marathon-compatible REST API on --listen and its state under --work-dir.
+    Service(agora_service::runtime::ServiceConfig),
+    /// Manage the service framework's apps: deploy, list, show, scale,
+    /// restart, rm, tasks, versions, rollback (--wait follows the deployment).
+    App(app_cli::AppArgs),
+    /// List the service framework's running deployments.
+    Deployments(app_cli::DeploymentsArgs),
+    /// Run the cron framework: periodic and dependent jobs, run exactly once per
+    /// scheduled instant, with a Chronos-compatible REST API on --listen and its
+    /// state under --work-dir.
+    Cron(agora_cron::runtime::CronConfig),
     /// Benchmarks that drive a real master.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -140,6 +156,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Local(args) => local::run(args, shutdown_signal()).await?,
         Command::State(args) => state::run(args).await?,
         Command::Logs(args) => logs::run(args).await?,
+        Command::Job(args) => job_cli::run(args).await?,
+        Command::App(args) => app_cli::run_app(args).await?,
+        Command::Deployments(args) => app_cli::run_deployments(args).await?,
+        Command::Cron(config) => {
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
+            agora_cron::runtime::serve(config, listener, shutdown_signal()).await?;
+        }
+        Command::Service(config) => {
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
+            agora_service::runtime::serve(config, listener, shutdown_signal()).await?;
+        }
         Command::Bench(BenchCommand::Launch(args)) => bench::launch(args).await?,
         Command::Bench(BenchCommand::Cluster(args)) => bench::cluster(args).await?,
         Command::Bench(BenchCommand::Docker(args)) => bench::docker(args).await?,

@@ -86,6 +86,8 @@ pub async fn launch(args: BenchArgs) -> anyhow::Result<()> {
                 agents: args.agents,
                 master_listen: "127.0.0.1:0".parse()?,
                 agent_base_port: 0,
+                service_listen: None,
+                cron_listen: None,
             })
             .await
             .context("cannot start the in-process cluster")?;

@@ -22,6 +22,7 @@ async fn agora_local_runs_a_master_and_two_agents_with_disjoint_ports() {
             "127.0.0.1:0".into(),
             "--agent-base-port".into(),
             "0".into(),
+            "--no-frameworks".into(),
         ],
     )
     .await;
@@ -159,6 +160,7 @@ async fn a_restarted_agora_local_picks_up_its_running_tasks() {
         "127.0.0.1:0",
         "--agent-base-port",
         "0",
+        "--no-frameworks",
     ];
     let mut local = Process::start(dir.path(), "local", args.iter().map(|s| s.to_string()).collect()).await;
     let mut fw = Framework::subscribe(local.addr, framework_info("e2e", 300.0)).await;
@@ -189,5 +191,71 @@ async fn a_restarted_agora_local_picks_up_its_running_tasks() {
             "task not recovered: {st:?}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn agora_local_runs_the_service_and_cron_frameworks_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _sweep = Sweep(dir.path().to_path_buf());
+    let work = dir.path().join("data").display().to_string();
+    let args = [
+        "local",
+        "--work-dir",
+        &work,
+        "--master-listen",
+        "127.0.0.1:0",
+        "--agent-base-port",
+        "0",
+        "--service-listen",
+        "127.0.0.1:0",
+        "--cron-listen",
+        "127.0.0.1:0",
+    ];
+    let local = Process::start(dir.path(), "local", args.iter().map(|s| s.to_string()).collect()).await;
+    let service = logged_address(&local.log, "service framework API listening").await;
+    let cron = logged_address(&local.log, "cron framework listening").await;
+    let http = reqwest::Client::new();
+
+    // An app through the Marathon API reaches RUNNING.
+    let created = http
+        .post(format!("http://{service}/v2/apps"))
+        .json(&serde_json::json!({"id": "/e2e/sleeper", "cmd": "sleep 300", "cpus": 0.1, "mem": 16}))
+        .send()
+        .await
+        .expect("POST /v2/apps");
+    assert_eq!(created.status(), 201, "{:?}", created.text().await);
+    let deadline = tokio::time::Instant::now() + SOON;
+    loop {
+        let app = http_json(&format!("http://{service}/v2/apps/e2e/sleeper")).await;
+        if app["app"]["tasksRunning"] == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "app never ran: {app:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // A job through the Chronos API runs and succeeds.
+    let added = http
+        .post(format!("http://{cron}/scheduler/iso8601"))
+        .json(&serde_json::json!({
+            "name": "e2e-once", "command": "true", "schedule": "R1//PT1S",
+            "cpus": 0.1, "mem": 16, "disk": 0, "owner": "e2e@example.com"
+        }))
+        .send()
+        .await
+        .expect("POST /scheduler/iso8601");
+    assert_eq!(added.status(), 204, "{:?}", added.text().await);
+    let deadline = tokio::time::Instant::now() + SOON;
+    loop {
+        let jobs = http_json(&format!("http://{cron}/scheduler/jobs")).await;
+        if jobs[0]["successCount"] == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job never succeeded: {jobs:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }

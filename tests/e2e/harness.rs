@@ -106,6 +106,25 @@ async fn wait_listening(log: &Path) -> SocketAddr {
     wait_listening_after(log, 0).await
 }
 
+/// The `address` of the first JSON log line whose message is exactly `message`
+/// (waits for it).
+pub async fn logged_address(log: &Path, message: &str) -> SocketAddr {
+    let deadline = Instant::now() + SOON;
+    loop {
+        let text = String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default()).into_owned();
+        for line in text.lines() {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
+                && v["message"].as_str() == Some(message)
+                && let Some(a) = v["address"].as_str().and_then(|a| a.parse().ok())
+            {
+                return a;
+            }
+        }
+        assert!(Instant::now() < deadline, "no {message:?} in the log:\n{text}");
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn wait_listening_after(log: &Path, offset: u64) -> SocketAddr {
     let deadline = Instant::now() + SOON;
     loop {

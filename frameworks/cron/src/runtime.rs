@@ -1,1 +1,624 @@
-//! (being written)
+//! The running cron framework: one actor owns the [`Engine`]; it is fed by the SDK driver's
+//! callbacks, the [`CronHandle`]'s commands and a timer set to [`Engine::next_deadline`], and
+//! carries out the engine's effects in order. [`serve`] adds the REST API on a listener.
+//!
+//! Architecture invariant: every change the engine makes is stored before any launch, kill or
+//! acknowledgement that follows it is sent, and a command is answered only after what it
+//! changed is stored. If a write fails the framework stops (it never acts on state it could
+//! not record); a restart recovers from the store. Several ready inputs are stepped together
+//! and their writes stored as one batch.
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_proto::{OfferId, v1};
+use agora_sdk::{Driver, DriverConfig, Filters, Scheduler, Subscribed};
+use jiff::Timestamp;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::engine::{Effect, Engine, EngineConfig};
+use crate::handle::{Command, CronError, CronHandle, CronInfo};
+use crate::state::{KvStateStore, StateError, StateStore};
+
+/// A week: how long the master keeps the framework's tasks running while it is away.
+pub const DEFAULT_FAILOVER_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// At most this many ready inputs are stepped before their effects are carried out.
+const MAX_BATCH: usize = 256;
+
+/// The timer never sleeps longer than this (the wall clock may be adjusted meanwhile).
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+/// Settings of `agora cron`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CronConfig {
+    /// Masters to subscribe to, `host:port`, comma-separated (tried in turn).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub master: Vec<String>,
+    /// Address of the REST API (Chronos').
+    #[arg(long, default_value = "127.0.0.1:4400")]
+    pub listen: SocketAddr,
+    /// Directory of the framework's state (jobs, run history, framework id).
+    #[arg(long, default_value = "./agora-data/cron")]
+    pub work_dir: PathBuf,
+    /// The framework's name, shown by the master.
+    #[arg(long, default_value = "agora-cron")]
+    pub name: String,
+    /// Role to subscribe with.
+    #[arg(long, default_value = "*")]
+    pub role: String,
+    /// How long the master keeps this framework's tasks running after it disconnects
+    /// (restarts of the framework must be shorter, or running runs are lost).
+    #[arg(long, default_value = "7days", value_parser = humantime::parse_duration)]
+    pub failover_timeout: Duration,
+    /// Hostname announced to the master (default: this machine's).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Delay before the first retry of a failed run; doubles with each retry.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub retry_backoff: Duration,
+    /// Longest delay between retries.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub retry_backoff_max: Duration,
+    /// Finished runs kept per job.
+    #[arg(long, default_value_t = 1000)]
+    pub history: usize,
+    /// Missed instants of one job run after downtime (older ones are recorded as skipped).
+    #[arg(long, default_value_t = 100)]
+    pub catch_up_limit: usize,
+    /// Disable a job after this many failed runs in a row unless it has softError (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub disable_after_failures: u64,
+    /// Hold offers (and revive this long ahead) for runs due within this long.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub offer_lead: Duration,
+    /// How often to reconcile every task in flight with the master, besides after each
+    /// (re-)subscription.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub reconcile_interval: Duration,
+}
+
+impl CronConfig {
+    /// The defaults above, with the given masters and work dir, listening on `listen`.
+    pub fn new(master: Vec<String>, listen: SocketAddr, work_dir: PathBuf) -> Self {
+        let engine = EngineConfig::default();
+        CronConfig {
+            master,
+            listen,
+            work_dir,
+            name: "agora-cron".to_owned(),
+            role: "*".to_owned(),
+            failover_timeout: DEFAULT_FAILOVER_TIMEOUT,
+            hostname: None,
+            retry_backoff: engine.retry_backoff,
+            retry_backoff_max: engine.retry_backoff_max,
+            history: engine.history_limit,
+            catch_up_limit: engine.catch_up_limit,
+            disable_after_failures: engine.disable_after_failures,
+            offer_lead: engine.offer_lead,
+            reconcile_interval: Duration::from_secs(300),
+        }
+    }
+
+    /// The engine's settings from these flags.
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            retry_backoff: self.retry_backoff,
+            retry_backoff_max: self.retry_backoff_max,
+            history_limit: self.history,
+            catch_up_limit: self.catch_up_limit,
+            disable_after_failures: self.disable_after_failures,
+            offer_lead: self.offer_lead,
+            ..EngineConfig::default()
+        }
+    }
+}
+
+/// Why the cron framework stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// No master address was given.
+    #[error("no master address given (--master)")]
+    NoMaster,
+    /// The state store could not be opened.
+    #[error("cannot open the state store in {0}: {1}")]
+    Open(PathBuf, StateError),
+    /// The stored state could not be loaded.
+    #[error("cannot load the stored state: {0}")]
+    Recover(StateError),
+    /// A state change could not be stored: the framework stops rather than act on state it
+    /// could not record.
+    #[error("cannot store a state change, stopping: {0}")]
+    Persist(StateError),
+    /// The master refused to serve this framework any more.
+    #[error("the master stopped serving this framework: {0}")]
+    Refused(String),
+    /// The actor panicked (a bug).
+    #[error("the cron framework's actor crashed: {0}")]
+    Crashed(String),
+    /// The listener failed.
+    #[error("HTTP server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// What the SDK driver reports, forwarded to the actor.
+#[derive(Debug)]
+enum DriverEvent {
+    Subscribed(Subscribed),
+    Offers(Vec<v1::Offer>),
+    Rescinded(OfferId),
+    Update(v1::TaskStatus),
+    Disconnected,
+    Refused(String),
+}
+
+/// The SDK's callbacks: each one forwards to the actor and returns at once.
+struct Forwarder {
+    events: mpsc::UnboundedSender<DriverEvent>,
+}
+
+impl Scheduler for Forwarder {
+    async fn subscribed(&mut self, _driver: &Driver, info: Subscribed) {
+        tracing::info!(
+            framework_id = %info.framework_id,
+            resubscribed = info.resubscribed,
+            "cron framework subscribed"
+        );
+        let _ = self.events.send(DriverEvent::Subscribed(info));
+    }
+
+    async fn offers(&mut self, _driver: &Driver, offers: Vec<v1::Offer>) {
+        let _ = self.events.send(DriverEvent::Offers(offers));
+    }
+
+    async fn rescinded(&mut self, _driver: &Driver, offer_id: OfferId) {
+        let _ = self.events.send(DriverEvent::Rescinded(offer_id));
+    }
+
+    async fn update(&mut self, _driver: &Driver, status: v1::TaskStatus) {
+        let _ = self.events.send(DriverEvent::Update(status));
+    }
+
+    async fn disconnected(&mut self, _driver: &Driver) {
+        tracing::warn!("cron framework lost its master; re-subscribing");
+        let _ = self.events.send(DriverEvent::Disconnected);
+    }
+
+    async fn error(&mut self, _driver: &Driver, message: String) {
+        tracing::error!(%message, "the master refused the cron framework");
+        let _ = self.events.send(DriverEvent::Refused(message));
+    }
+}
+
+/// One thing that woke the actor.
+enum Wake {
+    Command(Command),
+    Driver(DriverEvent),
+    Timer,
+    Reconcile,
+    Stop,
+}
+
+/// Answers to send once the batch's effects are carried out.
+enum Reply {
+    Unit(oneshot::Sender<Result<(), CronError>>, Result<(), CronError>),
+}
+
+/// The actor: the engine, the store and the driver.
+struct Actor {
+    engine: Engine,
+    store: Arc<dyn StateStore>,
+    driver: Driver,
+    info: CronInfo,
+}
+
+impl Actor {
+    /// Steps one wake-up; returns Ok(false) to stop.
+    fn take(
+        &mut self,
+        wake: Wake,
+        effects: &mut Vec<Effect>,
+        replies: &mut Vec<Reply>,
+    ) -> Result<bool, RuntimeError> {
+        let now = Timestamp::now();
+        match wake {
+            Wake::Stop => return Ok(false),
+            Wake::Timer => effects.extend(self.engine.tick(now)),
+            Wake::Reconcile => {
+                let tasks = self.engine.launched_tasks();
+                if !tasks.is_empty() {
+                    effects.push(Effect::Reconcile(tasks));
+                }
+            }
+            Wake::Driver(event) => match event {
+                DriverEvent::Subscribed(info) => {
+                    self.info.framework_id = Some(info.framework_id.to_string());
+                    effects.extend(self.engine.subscribed(now));
+                }
+                DriverEvent::Offers(offers) => effects.extend(self.engine.offers(offers, now)),
+                DriverEvent::Rescinded(id) => self.engine.rescinded(&id),
+                DriverEvent::Update(status) => effects.extend(self.engine.update(status, now)),
+                DriverEvent::Disconnected => self.engine.disconnected(),
+                DriverEvent::Refused(message) => return Err(RuntimeError::Refused(message)),
+            },
+            Wake::Command(command) => self.command(command, now, effects, replies),
+        }
+        Ok(true)
+    }
+
+    fn command(
+        &mut self,
+        command: Command,
+        now: Timestamp,
+        effects: &mut Vec<Effect>,
+        replies: &mut Vec<Reply>,
+    ) {
+        let mut unit = |reply, result: Result<Vec<Effect>, CronError>| match result {
+            Ok(e) => {
+                effects.extend(e);
+                replies.push(Reply::Unit(reply, Ok(())));
+            }
+            Err(e) => replies.push(Reply::Unit(reply, Err(e))),
+        };
+        match command {
+            Command::Jobs(reply) => {
+                let _ = reply.send(self.engine.jobs());
+            }
+            Command::Job(name, reply) => {
+                let _ = reply.send(self.engine.job(&name));
+            }
+            Command::Runs(name, reply) => {
+                let _ = reply.send(self.engine.runs(&name));
+            }
+            Command::Info(reply) => {
+                let mut info = self.info.clone();
+                if let Some(id) = self.driver.framework_id() {
+                    info.framework_id = Some(id.to_string());
+                }
+                let _ = reply.send(info);
+            }
+            Command::Metrics(reply) => {
+                let _ = reply.send(self.engine.metrics());
+            }
+            Command::PutJob(job, reply) => unit(reply, self.engine.put_job(*job, now)),
+            Command::DeleteJob(name, reply) => unit(reply, self.engine.delete_job(&name, now)),
+            Command::RunNow(name, reply) => unit(reply, self.engine.run_now(&name, now)),
+            Command::KillTasks(name, reply) => unit(reply, self.engine.kill_tasks(&name, now)),
+        }
+    }
+
+    /// Carries out a batch's effects: all its writes first (one atomic batch), then the calls
+    /// in order.
+    async fn execute(&mut self, effects: Vec<Effect>) -> Result<(), RuntimeError> {
+        let mut changes = Vec::new();
+        let mut calls = Vec::new();
+        for effect in effects {
+            match effect {
+                Effect::Persist(c) => changes.extend(c),
+                other => calls.push(other),
+            }
+        }
+        if !changes.is_empty() {
+            self.store.apply(changes).await.map_err(RuntimeError::Persist)?;
+        }
+        for call in calls {
+            self.call(call).await;
+        }
+        Ok(())
+    }
+
+    async fn call(&self, effect: Effect) {
+        let driver = &self.driver;
+        let result = match &effect {
+            Effect::Persist(_) => Ok(()),
+            Effect::Launch { offer_ids, tasks } => {
+                let launched: Vec<_> = tasks
+                    .iter()
+                    .filter_map(|t| agora_proto::TaskId::parse(&t.task_id).ok())
+                    .map(|t| (t, None))
+                    .collect();
+                let result = driver
+                    .accept(offer_ids.clone(), tasks.clone(), Filters::refuse(Duration::ZERO))
+                    .await;
+                if result.is_err() {
+                    // Did the launch reach the master? Ask; an unknown task is launched again.
+                    let _ = driver.reconcile(launched).await;
+                }
+                result
+            }
+            Effect::Decline { offer_ids, refuse } => driver.decline(offer_ids.clone(), Some(*refuse)).await,
+            Effect::Kill { task_id, agent_id } => driver.kill(task_id, agent_id.as_ref()).await,
+            Effect::Reconcile(tasks) => driver.reconcile(tasks.clone()).await,
+            Effect::Acknowledge(status) => driver.acknowledge(status).await,
+            Effect::Suppress => driver.suppress(Vec::new()).await,
+            Effect::Revive => driver.revive(Vec::new()).await,
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, effect = effect_name(&effect), "call to the master failed");
+        }
+    }
+}
+
+fn effect_name(effect: &Effect) -> &'static str {
+    match effect {
+        Effect::Persist(_) => "persist",
+        Effect::Launch { .. } => "launch",
+        Effect::Decline { .. } => "decline",
+        Effect::Kill { .. } => "kill",
+        Effect::Reconcile(_) => "reconcile",
+        Effect::Acknowledge(_) => "acknowledge",
+        Effect::Suppress => "suppress",
+        Effect::Revive => "revive",
+    }
+}
+
+/// The tokio instant of a wall-clock deadline (now when it passed), at most [`MAX_SLEEP`] away.
+fn instant_of(deadline: Timestamp) -> Instant {
+    let wait = deadline.duration_since(Timestamp::now());
+    let wait = Duration::try_from(wait).unwrap_or(Duration::ZERO).min(MAX_SLEEP);
+    Instant::now() + wait
+}
+
+async fn run_actor(
+    mut actor: Actor,
+    mut commands: mpsc::Receiver<Command>,
+    mut events: mpsc::UnboundedReceiver<DriverEvent>,
+    mut stop: oneshot::Receiver<()>,
+    reconcile_interval: Duration,
+) -> Result<(), RuntimeError> {
+    let mut reconcile = tokio::time::interval_at(Instant::now() + reconcile_interval, reconcile_interval);
+    reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Handle what came due while the framework was down.
+    let first = actor.engine.tick(Timestamp::now());
+    actor.execute(first).await?;
+    loop {
+        let deadline = actor.engine.next_deadline();
+        let sleep_until = deadline
+            .map(instant_of)
+            .unwrap_or_else(|| Instant::now() + MAX_SLEEP);
+        let wake = tokio::select! {
+            biased;
+            _ = &mut stop => Wake::Stop,
+            _ = tokio::time::sleep_until(sleep_until) => Wake::Timer,
+            Some(event) = events.recv() => Wake::Driver(event),
+            Some(command) = commands.recv() => Wake::Command(command),
+            _ = reconcile.tick() => Wake::Reconcile,
+        };
+        let mut effects = Vec::new();
+        let mut replies = Vec::new();
+        let mut keep_going = actor.take(wake, &mut effects, &mut replies)?;
+        // Step whatever else is ready, so their writes share one batch.
+        let mut taken = 1;
+        while keep_going && taken < MAX_BATCH {
+            let next = match events.try_recv() {
+                Ok(event) => Wake::Driver(event),
+                Err(_) => match commands.try_recv() {
+                    Ok(command) => Wake::Command(command),
+                    Err(_) => break,
+                },
+            };
+            keep_going = actor.take(next, &mut effects, &mut replies)?;
+            taken += 1;
+        }
+        let result = actor.execute(effects).await;
+        for reply in replies {
+            match reply {
+                Reply::Unit(tx, answer) => {
+                    let answer = match &result {
+                        Ok(()) => answer,
+                        Err(e) => Err(CronError::Internal(e.to_string())),
+                    };
+                    let _ = tx.send(answer);
+                }
+            }
+        }
+        result?;
+        if !keep_going {
+            return Ok(());
+        }
+    }
+}
+
+/// A cron framework running in this process (see [`start`]).
+#[derive(Debug)]
+pub struct CronFramework {
+    handle: CronHandle,
+    address: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), RuntimeError>>,
+}
+
+impl CronFramework {
+    /// The interface the REST API uses, for in-process callers.
+    pub fn handle(&self) -> CronHandle {
+        self.handle.clone()
+    }
+
+    /// The address the REST API listens on.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Stops the framework without tearing it down (its tasks keep running for the failover
+    /// timeout; a restart with the same work dir adopts them) and waits until it stopped.
+    pub async fn stop(mut self) -> Result<(), RuntimeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.wait().await
+    }
+
+    /// Waits until the framework stops by itself (an error: the master refused it, a write
+    /// failed, the listener failed).
+    pub async fn wait(&mut self) -> Result<(), RuntimeError> {
+        match (&mut self.task).await {
+            Ok(result) => result,
+            Err(e) => Err(RuntimeError::Crashed(e.to_string())),
+        }
+    }
+}
+
+/// Starts the cron framework: recovers the state from `config.work_dir`, subscribes to the
+/// master, runs the jobs and serves the REST API on `listener`. Returns once the state is
+/// recovered and the API is being served.
+pub async fn start(
+    config: CronConfig,
+    listener: tokio::net::TcpListener,
+) -> Result<CronFramework, RuntimeError> {
+    let masters: Vec<String> = config
+        .master
+        .iter()
+        .map(|m| m.trim().to_owned())
+        .filter(|m| !m.is_empty())
+        .collect();
+    if masters.is_empty() {
+        return Err(RuntimeError::NoMaster);
+    }
+    let state_dir = config.work_dir.join("state");
+    let store =
+        KvStateStore::open_embedded(&state_dir).map_err(|e| RuntimeError::Open(state_dir.clone(), e))?;
+    let store: Arc<dyn StateStore> = Arc::new(store);
+    let recovered = store.load().await.map_err(RuntimeError::Recover)?;
+    let (engine, problems) = Engine::recover(config.engine_config(), recovered);
+    for (job, problem) in problems {
+        tracing::error!(%job, %problem, "stored job's schedule does not parse; it will not fire");
+    }
+
+    let listen = listener.local_addr().map_err(RuntimeError::Http)?;
+    let hostname = config.hostname.clone().unwrap_or_else(|| {
+        hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "localhost".to_owned())
+    });
+    let framework = v1::FrameworkInfo {
+        name: config.name.clone(),
+        user: std::env::var("USER").unwrap_or_default(),
+        roles: vec![config.role.clone()],
+        failover_timeout_seconds: config.failover_timeout.as_secs_f64(),
+        checkpoint: true,
+        capabilities: vec![v1::FrameworkCapability::PartitionAware as i32],
+        hostname,
+        webui_url: format!("http://{listen}"),
+        ..Default::default()
+    };
+    let mut driver_config = DriverConfig::new(masters.clone(), framework);
+    driver_config.framework_id_store = Some(store.framework_id_store());
+    driver_config.auto_acknowledge = false;
+
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let (driver, driver_task) = Driver::start(driver_config, Forwarder { events: events_tx });
+    let (commands_tx, commands) = mpsc::channel(1024);
+    let handle = CronHandle::new(commands_tx);
+    let actor = Actor {
+        engine,
+        store,
+        driver: driver.clone(),
+        info: CronInfo {
+            framework_id: driver.framework_id().map(|id| id.to_string()),
+            leader: listen.to_string(),
+            master: masters.join(","),
+        },
+    };
+    let (stop_actor, actor_stop) = oneshot::channel();
+    let mut actor_task = tokio::spawn(run_actor(
+        actor,
+        commands,
+        events,
+        actor_stop,
+        config.reconcile_interval,
+    ));
+
+    let (stop_http, http_stop) = oneshot::channel::<()>();
+    let http = axum::serve(listener, crate::api::router(handle.clone()))
+        .with_graceful_shutdown(async move {
+            let _ = http_stop.await;
+        })
+        .into_future();
+    let mut http_task = tokio::spawn(http);
+    tracing::info!(address = %listen, "cron framework listening");
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let outcome = tokio::select! {
+            _ = stopped => Ok(()),
+            r = &mut actor_task => Err(match r {
+                Ok(Ok(())) => RuntimeError::Crashed("the actor stopped".into()),
+                Ok(Err(e)) => e,
+                Err(e) => RuntimeError::Crashed(e.to_string()),
+            }),
+            r = &mut http_task => Err(match r {
+                Ok(Ok(())) => RuntimeError::Crashed("the HTTP server stopped".into()),
+                Ok(Err(e)) => RuntimeError::Http(e),
+                Err(e) => RuntimeError::Crashed(e.to_string()),
+            }),
+        };
+        let _ = stop_http.send(());
+        let _ = stop_actor.send(());
+        driver.stop();
+        if !actor_task.is_finished() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut actor_task).await;
+        }
+        if !http_task.is_finished() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut http_task).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), driver_task).await;
+        outcome
+    });
+    Ok(CronFramework {
+        handle,
+        address: listen,
+        stop: Some(stop),
+        task,
+    })
+}
+
+/// Runs the cron framework (see [`start`]) until `shutdown` completes or it fails. Shutdown
+/// stops the driver without tearing the framework down: its tasks keep running for the
+/// failover timeout, and a restart with the same work dir adopts them.
+pub async fn serve(
+    config: CronConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RuntimeError> {
+    let mut framework = start(config, listener).await?;
+    tokio::select! {
+        _ = shutdown => framework.stop().await,
+        r = framework.wait() => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        cron: CronConfig,
+    }
+
+    #[test]
+    fn the_flags_parse_with_their_defaults() {
+        Cli::command_for_tests().debug_assert();
+        let cli = Cli::parse_from(["cron", "--master", "a:1,b:2"]);
+        let expected = CronConfig::new(
+            vec!["a:1".into(), "b:2".into()],
+            "127.0.0.1:4400".parse().unwrap(),
+            PathBuf::from("./agora-data/cron"),
+        );
+        assert_eq!(format!("{:?}", cli.cron), format!("{expected:?}"));
+        assert_eq!(cli.cron.engine_config().retry_backoff, Duration::from_secs(10));
+    }
+
+    impl Cli {
+        fn command_for_tests() -> clap::Command {
+            <Cli as clap::CommandFactory>::command()
+        }
+    }
+}

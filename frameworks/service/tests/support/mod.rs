@@ -55,25 +55,121 @@ pub fn supervisor() -> PathBuf {
         .clone()
 }
 
-/// A master and one agent, each with its own work dir under one tempdir.
+/// A master and its agents, each with its own work dir under one tempdir.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub master: SocketAddr,
     master_stop: Option<oneshot::Sender<()>>,
     master_run: JoinHandle<()>,
+    /// The work dir of the first agent.
     pub agent_dir: PathBuf,
-    agent_stop: Option<oneshot::Sender<()>>,
-    agent_run: JoinHandle<Result<(), AgentError>>,
+    agents: Vec<TestAgent>,
+}
+
+/// How [`Cluster::start_with`] builds a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// How many agents (each with 4 cpus, 4 GiB).
+    pub agents: usize,
+    /// The master's `--agent-timeout` (`None`: its default, 15 s); agents
+    /// are asked to heartbeat ten times within it.
+    pub agent_timeout: Option<Duration>,
+    /// Agents run the Docker containerizer besides the process one.
+    pub docker: bool,
+    /// Each agent offers ports that were free on this host when the cluster
+    /// started (instead of 31000-31099), for tasks that really listen.
+    pub free_ports: bool,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            agents: 1,
+            agent_timeout: None,
+            docker: false,
+            free_ports: false,
+        }
+    }
+}
+
+/// One agent of a [`Cluster`], which can be stopped and started again on
+/// the same work dir (its tasks keep running meanwhile).
+struct TestAgent {
+    dir: PathBuf,
+    resources: String,
+    docker: bool,
+    stop: Option<oneshot::Sender<()>>,
+    run: Option<JoinHandle<Result<(), AgentError>>>,
+}
+
+impl TestAgent {
+    async fn start(master: SocketAddr, dir: PathBuf, resources: String, docker: bool) -> TestAgent {
+        let mut agent = TestAgent {
+            dir,
+            resources,
+            docker,
+            stop: None,
+            run: None,
+        };
+        agent.run(master).await;
+        agent
+    }
+
+    async fn run(&mut self, master: SocketAddr) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut config = AgentConfig::new(
+            vec![master.to_string()],
+            listener.local_addr().unwrap(),
+            self.dir.clone(),
+        );
+        config.supervisor = Some(supervisor());
+        config.containerizers = if self.docker {
+            vec![ContainerizerKind::Docker, ContainerizerKind::Process]
+        } else {
+            vec![ContainerizerKind::Process]
+        };
+        config.resources = Some(self.resources.clone());
+        config.hostname = Some("127.0.0.1".into());
+        config.kill_grace_period = Duration::from_secs(1);
+        let (stop, stopped) = oneshot::channel::<()>();
+        self.stop = Some(stop);
+        self.run = Some(tokio::spawn(agora_agent::run(config, listener, async {
+            let _ = stopped.await;
+        })));
+    }
+
+    /// Stops the agent's loops (not its tasks) and waits for it to end.
+    async fn halt(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(run) = self.run.take() {
+            tokio::time::timeout(WAIT, run)
+                .await
+                .expect("the agent stops in time")
+                .unwrap()
+                .unwrap();
+        }
+    }
 }
 
 impl Cluster {
     /// Starts a master and an agent with 4 cpus, 4 GiB and 100 ports.
     pub async fn start() -> Cluster {
+        Cluster::start_with(ClusterOptions::default()).await
+    }
+
+    /// Starts a master and `options.agents` agents.
+    pub async fn start_with(options: ClusterOptions) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let master = listener.local_addr().unwrap();
         let mut config = MasterConfig::new(master, dir.path().join("master"));
         config.allocation_delay = Duration::from_millis(1);
+        if let Some(timeout) = options.agent_timeout {
+            config.agent_timeout = timeout;
+            config.agent_heartbeat_interval = Some(timeout / 10);
+        }
         let (master_stop, stopped) = oneshot::channel::<()>();
         let master_run = tokio::spawn(async move {
             agora_master::serve(config, listener, async {
@@ -83,31 +179,56 @@ impl Cluster {
             .unwrap();
         });
 
-        let agent_dir = dir.path().join("agent");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut config = AgentConfig::new(
-            vec![master.to_string()],
-            listener.local_addr().unwrap(),
-            agent_dir.clone(),
-        );
-        config.supervisor = Some(supervisor());
-        config.containerizers = vec![ContainerizerKind::Process];
-        config.resources = Some("cpus:4;mem:4096;disk:1024;ports:[31000-31099]".into());
-        config.hostname = Some("127.0.0.1".into());
-        config.kill_grace_period = Duration::from_secs(1);
-        let (agent_stop, stopped) = oneshot::channel::<()>();
-        let agent_run = tokio::spawn(agora_agent::run(config, listener, async {
-            let _ = stopped.await;
-        }));
+        let mut agents = Vec::new();
+        for index in 0..options.agents.max(1) {
+            let agent_dir = match index {
+                0 => dir.path().join("agent"),
+                n => dir.path().join(format!("agent-{n}")),
+            };
+            let ports = if options.free_ports {
+                let ranges: Vec<String> = free_ports(20).iter().map(|p| format!("{p}-{p}")).collect();
+                ranges.join(",")
+            } else {
+                "31000-31099".to_owned()
+            };
+            let resources = format!("cpus:4;mem:4096;disk:1024;ports:[{ports}]");
+            agents.push(TestAgent::start(master, agent_dir, resources, options.docker).await);
+        }
         Cluster {
             dir,
             master,
             master_stop: Some(master_stop),
             master_run,
-            agent_dir,
-            agent_stop: Some(agent_stop),
-            agent_run,
+            agent_dir: agents[0].dir.clone(),
+            agents,
         }
+    }
+
+    /// The work dir of agent `index`.
+    pub fn agent_dir_of(&self, index: usize) -> PathBuf {
+        self.agents[index].dir.clone()
+    }
+
+    /// Which agent (index) has `task_id` in its sandboxes.
+    pub fn agent_of_task(&self, task_id: &str) -> Option<usize> {
+        self.agents
+            .iter()
+            .position(|a| task_sandbox(&a.dir, task_id).is_some())
+    }
+
+    /// Stops agent `index` (its tasks keep running): the master hears no
+    /// more heartbeats from it.
+    pub async fn stop_agent(&mut self, index: usize) {
+        self.agents[index].halt().await;
+    }
+
+    /// Starts agent `index` again on its work dir: it re-registers with its
+    /// old id and reports the tasks still running.
+    pub async fn restart_agent(&mut self, index: usize) {
+        let master = self.master;
+        let agent = &mut self.agents[index];
+        agent.halt().await;
+        agent.run(master).await;
     }
 
     /// A fresh work dir for a service framework.
@@ -126,10 +247,10 @@ impl Cluster {
         config
     }
 
-    /// Every process whose working directory is in the agent's sandboxes, so
+    /// Every process whose working directory is in an agent's sandboxes, so
     /// that no task outlives the test.
     fn kill_tasks(&self) {
-        let sandboxes = self.agent_dir.join("sandboxes");
+        let sandboxes: Vec<PathBuf> = self.agents.iter().map(|a| a.dir.join("sandboxes")).collect();
         let Ok(entries) = std::fs::read_dir("/proc") else {
             return;
         };
@@ -138,7 +259,7 @@ impl Cluster {
                 continue;
             };
             let cwd = std::fs::read_link(entry.path().join("cwd")).unwrap_or_default();
-            if cwd.starts_with(&sandboxes) {
+            if sandboxes.iter().any(|s| cwd.starts_with(s)) {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,
@@ -146,20 +267,37 @@ impl Cluster {
             }
         }
     }
+
+    /// Every container the Docker agents started (found by their work-dir label).
+    pub fn containers(&self) -> Vec<String> {
+        self.agents
+            .iter()
+            .filter(|a| a.docker)
+            .flat_map(|a| containers_of(&a.dir))
+            .collect()
+    }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if let Some(stop) = self.agent_stop.take() {
-            let _ = stop.send(());
+        for agent in &mut self.agents {
+            if let Some(stop) = agent.stop.take() {
+                let _ = stop.send(());
+            }
+            if let Some(run) = agent.run.take() {
+                run.abort();
+            }
         }
         if let Some(stop) = self.master_stop.take() {
             let _ = stop.send(());
         }
-        self.agent_run.abort();
         self.master_run.abort();
-        // Tasks run outside the agent (in their own sessions): kill them.
+        // Tasks run outside the agent (in their own sessions, or as
+        // containers): kill them.
         self.kill_tasks();
+        for id in self.containers() {
+            docker(&["rm", "-f", &id]);
+        }
     }
 }
 

@@ -1,0 +1,1346 @@
+//! The cron engine: which runs are due, what to launch where, retries, concurrency policy,
+//! deadlines, dependent jobs and statistics.
+//!
+//! Pure: jobs, persisted cursors, in-flight runs and `now` in; [`Effect`]s out. No I/O, no
+//! clock. The runtime carries the effects out **in order** and stops if a
+//! [`Effect::Persist`] fails, so every effect that follows a persist happens only once the
+//! change is durable.
+//!
+//! Exactly once: every scheduled job has a *cursor*, the next scheduled instant not yet
+//! handled. Handling an instant creates its run record (or a Skipped record) and moves the
+//! cursor in ONE persisted change; a task is launched only after the run (with the task id
+//! it will use) is persisted. Task ids are derived from the run id and the attempt, so after
+//! a restart the runs found Pending/Running are reconciled with the master under the same
+//! task ids instead of being launched again:
+//! - the master knows the task → adopted (its updates flow as usual);
+//! - the master does not know it (the launch never reached it) → launched once more with the
+//!   same task id (at most [`MAX_RELAUNCHES`] times, then it counts as a failed attempt);
+//! - it ended while we were down → the agent re-sends the terminal update and it is recorded.
+//!
+//! Missed instants (the framework was down): each one is run once, oldest first, as
+//! [`Trigger::CatchUp`], unless `startingDeadlineSeconds` says it is too late (then a
+//! Skipped record). At most [`EngineConfig::catch_up_limit`] missed instants of one job are
+//! run; the instants beyond are covered by one Skipped record naming the span. This is
+//! Kubernetes' CronJob rule (each missed schedule counts) rather than Chronos' (which ran
+//! only instants within `epsilon`); `epsilon` is kept in the JSON but not used.
+
+mod placement;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
+
+use agora_proto::state::is_terminal;
+use agora_proto::v1::{self, StatusReason, TaskState};
+use agora_proto::{AgentId, OfferId, TaskId};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::graph::DependencyGraph;
+use crate::handle::{CronError, CronMetrics, JobStatus, RunRecord, RunState, Trigger};
+use crate::job::{ConcurrencyPolicy, Job, JobName, JobStats};
+use crate::schedule::Schedule;
+
+/// How often a task the master reported unknown is launched again with the same task id
+/// before the attempt counts as failed.
+pub const MAX_RELAUNCHES: u32 = 3;
+
+/// The engine's tunables.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineConfig {
+    /// Delay before the first retry of a failed attempt; doubles for each further retry.
+    pub retry_backoff: Duration,
+    /// Longest delay between retries.
+    pub retry_backoff_max: Duration,
+    /// Finished runs kept per job (in-flight runs are always kept).
+    pub history_limit: usize,
+    /// Missed instants of one job run after downtime; older ones are recorded as skipped.
+    pub catch_up_limit: usize,
+    /// An instant handled later than this after its time is a catch-up ([`Trigger::CatchUp`]).
+    pub late_after: Duration,
+    /// Offers are held (not declined) when a run is due within this long, and offers are
+    /// revived this long before the next due run, so launches happen at the instant.
+    pub offer_lead: Duration,
+    /// Offers not needed are declined for this long (revived before they are needed).
+    pub decline_refuse: Duration,
+    /// Disable a job after this many failed runs in a row unless it has `softError`
+    /// (Chronos' `--disable_after_failures`); 0 = never.
+    pub disable_after_failures: u64,
+    /// Lateness samples (scheduled instant → launch) kept for `/metrics`.
+    pub lateness_samples: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            retry_backoff: Duration::from_secs(10),
+            retry_backoff_max: Duration::from_secs(300),
+            history_limit: 1000,
+            catch_up_limit: 100,
+            late_after: Duration::from_secs(5),
+            offer_lead: Duration::from_secs(10),
+            decline_refuse: Duration::from_secs(3600),
+            disable_after_failures: 0,
+            lateness_samples: 10_000,
+        }
+    }
+}
+
+/// Why the engine asked for a task to be killed; decides how its KILLED update is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum KillReason {
+    /// A user asked (DELETE /scheduler/task/kill/{name}) → Killed.
+    User,
+    /// A newer run replaced it (REPLACE) → Killed.
+    Replaced,
+    /// It ran longer than `maxCompletionTime` → Failed, no retry.
+    Overran,
+}
+
+/// One run as the engine keeps (and persists) it: the public record plus bookkeeping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Run {
+    /// Position in the job's history (increasing); the run's store key.
+    pub seq: u64,
+    /// The public record.
+    pub record: RunRecord,
+    /// When the current attempt may be launched (the instant, the manual request, or the end
+    /// of a retry's backoff).
+    pub due_at: Timestamp,
+    /// The agent the current attempt's task is on, once known.
+    #[serde(default)]
+    pub agent_id: Option<AgentId>,
+    /// Set when the engine asked for the task to be killed, and why.
+    #[serde(default)]
+    pub kill: Option<KillReason>,
+    /// Times the current attempt was launched again because the master did not know it.
+    #[serde(default)]
+    pub relaunches: u32,
+}
+
+impl Run {
+    fn is_active(&self) -> bool {
+        !self.record.state.is_terminal()
+    }
+
+    /// Launched: a task id was chosen and an ACCEPT may have reached the master.
+    fn is_launched(&self) -> bool {
+        self.record.state == RunState::Running && self.record.task_id.is_some()
+    }
+}
+
+/// A job as persisted: the definition and its scheduling state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredJob {
+    /// The definition.
+    pub job: Job,
+    /// The `now` the schedule was parsed with when it was created (an empty ISO 8601 start
+    /// means this instant, for good).
+    pub anchor: Timestamp,
+    /// The next scheduled instant not yet handled (None: dependent, or no more instants).
+    pub cursor: Option<Timestamp>,
+    /// Run counters.
+    pub stats: JobStats,
+    /// When the last dependency run of this (dependent) job was created.
+    pub last_dependency_run: Option<Timestamp>,
+    /// The `seq` the next run of this job gets.
+    pub next_seq: u64,
+}
+
+/// One durable change; a [`Effect::Persist`] batch is applied atomically.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Create or replace a job's record.
+    PutJob(Box<StoredJob>),
+    /// Delete a job's record and the listed runs.
+    DeleteJob {
+        /// The job.
+        name: JobName,
+        /// `seq` of every run of the job.
+        runs: Vec<u64>,
+    },
+    /// Create or replace a run.
+    PutRun(JobName, Box<Run>),
+    /// Delete a run (history trimming).
+    DeleteRun(JobName, u64),
+}
+
+/// What the runtime must do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Write these changes atomically and durably; stop if that fails.
+    Persist(Vec<Change>),
+    /// ACCEPT these offers (all of one agent) launching these tasks; no refuse filter.
+    Launch {
+        /// The offers.
+        offer_ids: Vec<OfferId>,
+        /// The tasks.
+        tasks: Vec<v1::TaskInfo>,
+    },
+    /// DECLINE these offers for `refuse`.
+    Decline {
+        /// The offers.
+        offer_ids: Vec<OfferId>,
+        /// How long the master should not re-offer them.
+        refuse: Duration,
+    },
+    /// KILL a task.
+    Kill {
+        /// The task.
+        task_id: TaskId,
+        /// Its agent, when known.
+        agent_id: Option<AgentId>,
+    },
+    /// Ask the master for the latest state of these tasks.
+    Reconcile(Vec<(TaskId, Option<AgentId>)>),
+    /// Acknowledge a status update (after its outcome was persisted).
+    Acknowledge(v1::TaskStatus),
+    /// Stop offers.
+    Suppress,
+    /// Resume offers (and clear decline filters).
+    Revive,
+}
+
+/// What [`Engine::recover`] starts from: every persisted job with its runs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Recovered {
+    /// Jobs with their runs (any order).
+    pub jobs: Vec<(StoredJob, Vec<Run>)>,
+}
+
+struct JobEntry {
+    job: Job,
+    schedule: Option<Schedule>,
+    anchor: Timestamp,
+    cursor: Option<Timestamp>,
+    stats: JobStats,
+    last_dependency_run: Option<Timestamp>,
+    next_seq: u64,
+    runs: BTreeMap<u64, Run>,
+    /// `seq` of the runs in flight (kept in step by [`Engine::persist_run`], which every change
+    /// of a run goes through), so finding them does not scan the history.
+    live: std::collections::BTreeSet<u64>,
+}
+
+impl JobEntry {
+    fn stored(&self) -> StoredJob {
+        StoredJob {
+            job: self.job.clone(),
+            anchor: self.anchor,
+            cursor: self.cursor,
+            stats: self.stats.clone(),
+            last_dependency_run: self.last_dependency_run,
+            next_seq: self.next_seq,
+        }
+    }
+
+    fn active(&self) -> impl Iterator<Item = &Run> {
+        self.live.iter().filter_map(|seq| self.runs.get(seq))
+    }
+
+    /// The latest finished run succeeded (the job's last result is a success).
+    fn last_result_succeeded(&self) -> bool {
+        match (self.stats.last_success, self.stats.last_error) {
+            (Some(s), Some(e)) => s >= e,
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+
+    fn fires(&self) -> bool {
+        !self.job.disabled && self.schedule.is_some()
+    }
+}
+
+/// Lateness figures and counters for `/metrics`.
+#[derive(Debug, Default)]
+struct Counters {
+    lateness: VecDeque<f64>,
+    doubled_runs: u64,
+}
+
+/// The engine. See the module documentation.
+pub struct Engine {
+    config: EngineConfig,
+    jobs: BTreeMap<JobName, JobEntry>,
+    /// Launched task id → (job, run seq), for the runs in flight.
+    tasks: HashMap<TaskId, (JobName, u64)>,
+    /// Offers held for runs due soon, in arrival order.
+    offers: Vec<v1::Offer>,
+    /// Whether offers are suppressed (None: not known, e.g. right after subscribing).
+    suppressed: Option<bool>,
+    counters: Counters,
+    /// The `now` of the latest step.
+    now: Timestamp,
+    /// Changes of the current step: one Persist, emitted before every other effect of it.
+    changes: Vec<Change>,
+    /// Effects of the current step that must follow its Persist.
+    later: Vec<Effect>,
+    /// Set by [`Engine::recover`] until the first step: instants that passed before it were
+    /// missed while the framework was down.
+    recovering: bool,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("jobs", &self.jobs.len())
+            .field("tasks", &self.tasks.len())
+            .field("offers", &self.offers.len())
+            .field("suppressed", &self.suppressed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The task id of a run's attempt: `<run id>.<attempt>`.
+pub fn task_id_for(run_id: &str, attempt: u32) -> TaskId {
+    TaskId::new_unchecked(format!("{run_id}.{attempt}"))
+}
+
+fn add(t: Timestamp, d: Duration) -> Timestamp {
+    t.checked_add(d).unwrap_or(Timestamp::MAX)
+}
+
+fn secs_between(later: Timestamp, earlier: Timestamp) -> f64 {
+    later.duration_since(earlier).as_secs_f64()
+}
+
+impl Engine {
+    /// An engine with no jobs.
+    pub fn new(config: EngineConfig) -> Engine {
+        Engine {
+            config,
+            jobs: BTreeMap::new(),
+            tasks: HashMap::new(),
+            offers: Vec::new(),
+            suppressed: None,
+            counters: Counters::default(),
+            now: Timestamp::MIN,
+            changes: Vec::new(),
+            later: Vec::new(),
+            recovering: false,
+        }
+    }
+
+    /// An engine with the persisted jobs and runs. Jobs whose schedule no longer parses are
+    /// kept but never fire; their names are returned with the error so the caller can log them.
+    /// Missed instants are handled by the first [`Engine::tick`]; in-flight runs are reconciled
+    /// on [`Engine::subscribed`].
+    pub fn recover(config: EngineConfig, recovered: Recovered) -> (Engine, Vec<(JobName, String)>) {
+        let mut engine = Engine::new(config);
+        engine.recovering = true;
+        let mut problems = Vec::new();
+        for (stored, runs) in recovered.jobs {
+            let schedule = match &stored.job.schedule {
+                Some(expr) => {
+                    match Schedule::parse(expr, stored.job.schedule_time_zone.as_deref(), stored.anchor) {
+                        Ok(s) => Some(s),
+                        Err(e) => {
+                            problems.push((stored.job.name.clone(), e.message.clone()));
+                            None
+                        }
+                    }
+                }
+                None => None,
+            };
+            let name = stored.job.name.clone();
+            let mut entry = JobEntry {
+                job: stored.job,
+                schedule,
+                anchor: stored.anchor,
+                cursor: stored.cursor,
+                stats: stored.stats,
+                last_dependency_run: stored.last_dependency_run,
+                next_seq: stored.next_seq,
+                runs: BTreeMap::new(),
+                live: Default::default(),
+            };
+            for run in runs {
+                entry.next_seq = entry.next_seq.max(run.seq + 1);
+                if run.is_active()
+                    && let Some(task_id) = &run.record.task_id
+                {
+                    engine.tasks.insert(task_id.clone(), (name.clone(), run.seq));
+                }
+                if run.is_active() {
+                    entry.live.insert(run.seq);
+                }
+                entry.runs.insert(run.seq, run);
+            }
+            engine.jobs.insert(name, entry);
+        }
+        (engine, problems)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Queries
+    // ---------------------------------------------------------------------------------------
+
+    /// Every job with its statistics, sorted by name.
+    pub fn jobs(&self) -> Vec<JobStatus> {
+        self.jobs.values().map(status_of).collect()
+    }
+
+    /// One job.
+    pub fn job(&self, name: &JobName) -> Result<JobStatus, CronError> {
+        self.jobs
+            .get(name)
+            .map(status_of)
+            .ok_or_else(|| CronError::NotFound(name.to_string()))
+    }
+
+    /// A job's run history, oldest first.
+    pub fn runs(&self, name: &JobName) -> Result<Vec<RunRecord>, CronError> {
+        let entry = self
+            .jobs
+            .get(name)
+            .ok_or_else(|| CronError::NotFound(name.to_string()))?;
+        Ok(entry.runs.values().map(|r| r.record.clone()).collect())
+    }
+
+    /// Counters and lateness samples.
+    pub fn metrics(&self) -> CronMetrics {
+        let mut by_state: BTreeMap<&'static str, (RunState, u64)> = BTreeMap::new();
+        for entry in self.jobs.values() {
+            for run in entry.runs.values() {
+                let key = state_key(run.record.state);
+                by_state.entry(key).or_insert((run.record.state, 0)).1 += 1;
+            }
+        }
+        CronMetrics {
+            jobs: self.jobs.len() as u64,
+            runs_by_state: by_state.into_values().collect(),
+            launch_lateness_seconds: self.counters.lateness.iter().copied().collect(),
+            doubled_runs: self.counters.doubled_runs,
+        }
+    }
+
+    /// Launched tasks of runs in flight (for reconciliation).
+    pub fn launched_tasks(&self) -> Vec<(TaskId, Option<AgentId>)> {
+        let mut out: Vec<_> = self
+            .jobs
+            .values()
+            .flat_map(|e| e.active())
+            .filter(|r| r.is_launched())
+            .filter_map(|r| r.record.task_id.clone().map(|t| (t, r.agent_id.clone())))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// When [`Engine::tick`] must be called next (None: only events can change anything).
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        let mut next: Option<Timestamp> = None;
+        let mut consider = |t: Timestamp| {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        };
+        for entry in self.jobs.values() {
+            if entry.fires()
+                && let Some(c) = entry.cursor
+            {
+                consider(c);
+            }
+            for run in entry.active() {
+                if run.record.state == RunState::Pending && run.due_at > self.now {
+                    consider(run.due_at);
+                }
+                if let Some(kill_at) = overrun_at(&entry.job, run) {
+                    consider(kill_at);
+                }
+            }
+        }
+        if self.suppressed != Some(false)
+            && let Some(due) = self.next_due()
+        {
+            let lead = jiff::SignedDuration::try_from(self.config.offer_lead).unwrap_or_default();
+            let revive_at = due.checked_sub(lead).unwrap_or(due);
+            if revive_at > self.now {
+                consider(revive_at);
+            }
+        }
+        next
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Commands
+    // ---------------------------------------------------------------------------------------
+
+    /// Creates or replaces a job. Checks the dependency graph and the schedule first: on
+    /// error nothing changes. A replaced job keeps its statistics and history; its cursor is
+    /// kept unless the schedule or time zone changed (or it was re-enabled).
+    pub fn put_job(&mut self, job: Job, now: Timestamp) -> Result<Vec<Effect>, CronError> {
+        let graph = DependencyGraph::new(self.jobs.values().map(|e| &e.job).filter(|j| j.name != job.name));
+        graph.check(&job)?;
+        let existing = self.jobs.get(&job.name);
+        let same_schedule = existing.is_some_and(|e| {
+            e.job.schedule == job.schedule
+                && e.job.schedule_time_zone == job.schedule_time_zone
+                && e.schedule.is_some()
+                // A job being re-enabled starts from now, not from where it was disabled.
+                && (job.disabled || !e.job.disabled)
+        });
+        let anchor = match existing {
+            Some(e) if same_schedule => e.anchor,
+            _ => now,
+        };
+        let schedule = match &job.schedule {
+            Some(expr) => Some(Schedule::parse(expr, job.schedule_time_zone.as_deref(), anchor)?),
+            None => None,
+        };
+        let cursor = match (existing, &schedule) {
+            (Some(e), Some(_)) if same_schedule => e.cursor,
+            (_, Some(s)) => s.first_at_or_after(now),
+            (_, None) => None,
+        };
+        let name = job.name.clone();
+        match self.jobs.get_mut(&name) {
+            Some(entry) => {
+                entry.job = job;
+                entry.schedule = schedule;
+                entry.anchor = anchor;
+                entry.cursor = cursor;
+            }
+            None => {
+                self.jobs.insert(
+                    name.clone(),
+                    JobEntry {
+                        job,
+                        schedule,
+                        anchor,
+                        cursor,
+                        stats: JobStats::default(),
+                        last_dependency_run: None,
+                        next_seq: 0,
+                        runs: BTreeMap::new(),
+                        live: Default::default(),
+                    },
+                );
+            }
+        }
+        self.persist_job(&name);
+        Ok(self.step(now))
+    }
+
+    /// Deletes a job with its history and kills its launched tasks.
+    pub fn delete_job(&mut self, name: &JobName, now: Timestamp) -> Result<Vec<Effect>, CronError> {
+        let entry = self
+            .jobs
+            .remove(name)
+            .ok_or_else(|| CronError::NotFound(name.to_string()))?;
+        let mut kills = Vec::new();
+        for run in entry.runs.values().filter(|r| r.is_active()) {
+            if let Some(task_id) = &run.record.task_id {
+                self.tasks.remove(task_id);
+                if run.is_launched() {
+                    kills.push(Effect::Kill {
+                        task_id: task_id.clone(),
+                        agent_id: run.agent_id.clone(),
+                    });
+                }
+            }
+        }
+        self.changes.push(Change::DeleteJob {
+            name: name.clone(),
+            runs: entry.runs.keys().copied().collect(),
+        });
+        self.later.extend(kills);
+        Ok(self.step(now))
+    }
+
+    /// Starts a manual run now (ignores `disabled` and the concurrency policy, as Chronos'
+    /// "run now" does; does not move the schedule).
+    pub fn run_now(&mut self, name: &JobName, now: Timestamp) -> Result<Vec<Effect>, CronError> {
+        if !self.jobs.contains_key(name) {
+            return Err(CronError::NotFound(name.to_string()));
+        }
+        self.create_run(name, Trigger::Manual, None, now);
+        Ok(self.step(now))
+    }
+
+    /// Kills every run of the job in flight: launched tasks get a KILL (recorded as Killed when
+    /// the update arrives), runs not launched yet are Killed at once.
+    pub fn kill_tasks(&mut self, name: &JobName, now: Timestamp) -> Result<Vec<Effect>, CronError> {
+        if !self.jobs.contains_key(name) {
+            return Err(CronError::NotFound(name.to_string()));
+        }
+        self.kill_active(name, KillReason::User, now);
+        Ok(self.step(now))
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Events from the master
+    // ---------------------------------------------------------------------------------------
+
+    /// The driver (re-)subscribed: offers held before are void; reconcile every launched task.
+    pub fn subscribed(&mut self, now: Timestamp) -> Vec<Effect> {
+        self.offers.clear();
+        self.suppressed = None;
+        let launched = self.launched_tasks();
+        if !launched.is_empty() {
+            self.later.push(Effect::Reconcile(launched));
+        }
+        self.step(now)
+    }
+
+    /// The subscription was lost: held offers are void.
+    pub fn disconnected(&mut self) {
+        self.offers.clear();
+    }
+
+    /// New offers: launch due runs into them, hold them if runs are due soon, else decline.
+    pub fn offers(&mut self, offers: Vec<v1::Offer>, now: Timestamp) -> Vec<Effect> {
+        self.offers.extend(offers);
+        self.step(now)
+    }
+
+    /// An offer was rescinded.
+    pub fn rescinded(&mut self, offer_id: &OfferId) {
+        self.offers.retain(|o| o.id != offer_id.as_str());
+    }
+
+    /// A task status update. Its outcome is persisted before it is acknowledged.
+    pub fn update(&mut self, status: v1::TaskStatus, now: Timestamp) -> Vec<Effect> {
+        let state = status.state();
+        let found = TaskId::parse(&status.task_id)
+            .ok()
+            .and_then(|t| self.tasks.get(&t).cloned().map(|key| (t, key)));
+        match found {
+            None => {
+                if !is_terminal(state)
+                    && let Ok(task_id) = TaskId::parse(&status.task_id)
+                {
+                    // Not a run in flight: a task of a deleted job or a replaced attempt.
+                    self.later.push(Effect::Kill {
+                        task_id,
+                        agent_id: AgentId::parse(&status.agent_id).ok(),
+                    });
+                }
+            }
+            Some((task_id, (name, seq))) => self.apply_update(&name, seq, &task_id, &status, now),
+        }
+        self.later.push(Effect::Acknowledge(status));
+        self.step(now)
+    }
+
+    /// Timers: handles due instants, retries whose backoff ended, overrunning runs, and offer
+    /// holding / reviving.
+    pub fn tick(&mut self, now: Timestamp) -> Vec<Effect> {
+        self.step(now)
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // The step every entry point ends with
+    // ---------------------------------------------------------------------------------------
+
+    fn step(&mut self, now: Timestamp) -> Vec<Effect> {
+        self.now = self.now.max(now);
+        self.fire_due_instants(now);
+        self.kill_overrunning(now);
+        self.launch_due_runs(now);
+        self.manage_offers(now);
+        self.recovering = false;
+        self.flush()
+    }
+
+    /// The step's effects: one Persist with every change (the last write of a key wins),
+    /// then the other effects in the order they were queued.
+    fn flush(&mut self) -> Vec<Effect> {
+        let mut effects = Vec::with_capacity(self.later.len() + 1);
+        if !self.changes.is_empty() {
+            let mut seen_jobs = std::collections::HashSet::new();
+            let mut seen_runs = std::collections::HashSet::new();
+            let mut batch: Vec<Change> = Vec::new();
+            for change in std::mem::take(&mut self.changes).into_iter().rev() {
+                let keep = match &change {
+                    Change::PutJob(j) => seen_jobs.insert(j.job.name.clone()),
+                    Change::PutRun(n, r) => seen_runs.insert((n.clone(), r.seq)),
+                    Change::DeleteRun(n, seq) => seen_runs.insert((n.clone(), *seq)),
+                    Change::DeleteJob { .. } => true,
+                };
+                if keep {
+                    batch.push(change);
+                }
+            }
+            batch.reverse();
+            effects.push(Effect::Persist(batch));
+        }
+        effects.append(&mut self.later);
+        effects
+    }
+
+    fn persist_job(&mut self, name: &JobName) {
+        if let Some(entry) = self.jobs.get(name) {
+            self.changes.push(Change::PutJob(Box::new(entry.stored())));
+        }
+    }
+
+    fn persist_run(&mut self, name: &JobName, seq: u64) {
+        if let Some(entry) = self.jobs.get_mut(name) {
+            match entry.runs.get(&seq) {
+                Some(run) if run.is_active() => entry.live.insert(seq),
+                _ => entry.live.remove(&seq),
+            };
+        }
+        if let Some(run) = self.jobs.get(name).and_then(|e| e.runs.get(&seq)) {
+            self.changes
+                .push(Change::PutRun(name.clone(), Box::new(run.clone())));
+        }
+    }
+
+    fn fire_due_instants(&mut self, now: Timestamp) {
+        let due: Vec<JobName> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| e.fires() && e.cursor.is_some_and(|c| c <= now))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            let mut handled = 0usize;
+            while let Some(entry) = self.jobs.get(&name) {
+                let Some(instant) = entry.cursor.filter(|c| *c <= now) else {
+                    break;
+                };
+                let Some(schedule) = entry.schedule.clone() else {
+                    break;
+                };
+                if handled == self.config.catch_up_limit {
+                    // Too many missed instants: one record covers the rest before now.
+                    let next = schedule.first_at_or_after(now);
+                    let message = format!(
+                        "skipped every instant from {instant} to before {now}: more than {} instants were missed",
+                        self.config.catch_up_limit
+                    );
+                    self.record_skipped(&name, Trigger::CatchUp, instant, now, message);
+                    if let Some(entry) = self.jobs.get_mut(&name) {
+                        entry.cursor = next;
+                    }
+                    handled = 0;
+                    continue;
+                }
+                handled += 1;
+                let next = schedule.next_after(instant);
+                let late = now.duration_since(instant);
+                let late_after = jiff::SignedDuration::try_from(self.config.late_after).unwrap_or_default();
+                let trigger = if (self.recovering && instant < now) || late > late_after {
+                    Trigger::CatchUp
+                } else {
+                    Trigger::Schedule
+                };
+                let deadline = entry.job.starting_deadline_seconds;
+                if self.already_ran(&name, instant) {
+                    self.counters.doubled_runs += 1;
+                } else if let Some(limit) = deadline.filter(|d| late.as_secs_f64() > *d as f64) {
+                    let message = format!(
+                        "skipped: {:.3}s late, more than startingDeadlineSeconds ({limit})",
+                        late.as_secs_f64()
+                    );
+                    self.record_skipped(&name, trigger, instant, now, message);
+                } else {
+                    self.admit(&name, trigger, Some(instant), now);
+                }
+                if let Some(entry) = self.jobs.get_mut(&name) {
+                    entry.cursor = next;
+                }
+            }
+            self.persist_job(&name);
+        }
+    }
+
+    /// Whether a scheduled run of `instant` exists already (a doubled run would be a bug).
+    fn already_ran(&self, name: &JobName, instant: Timestamp) -> bool {
+        let Some(entry) = self.jobs.get(name) else {
+            return false;
+        };
+        entry
+            .runs
+            .values()
+            .rev()
+            .take_while(|r| r.record.scheduled_at.is_none_or(|s| s >= instant))
+            .any(|r| r.record.scheduled_at == Some(instant))
+    }
+
+    /// Creates a run for a schedule or dependency trigger, applying the concurrency policy.
+    fn admit(&mut self, name: &JobName, trigger: Trigger, instant: Option<Timestamp>, now: Timestamp) {
+        let Some(entry) = self.jobs.get(name) else { return };
+        let in_flight: Vec<String> = entry.active().map(|r| r.record.run_id.clone()).collect();
+        match entry.job.concurrency_policy {
+            ConcurrencyPolicy::Forbid if !in_flight.is_empty() => {
+                let message = format!(
+                    "skipped: concurrencyPolicy FORBID and run {} is still in flight",
+                    in_flight.join(", ")
+                );
+                let at = instant.unwrap_or(now);
+                self.record_skipped(name, trigger, at, now, message);
+                return;
+            }
+            ConcurrencyPolicy::Replace if !in_flight.is_empty() => {
+                self.kill_active(name, KillReason::Replaced, now);
+            }
+            _ => {}
+        }
+        self.create_run(name, trigger, instant, instant.unwrap_or(now));
+    }
+
+    fn record_skipped(
+        &mut self,
+        name: &JobName,
+        trigger: Trigger,
+        instant: Timestamp,
+        now: Timestamp,
+        message: String,
+    ) {
+        let seq = self.create_run(name, trigger, Some(instant), instant);
+        if let Some(run) = self.jobs.get_mut(name).and_then(|e| e.runs.get_mut(&seq)) {
+            run.record.state = RunState::Skipped;
+            run.record.finished_at = Some(now);
+            run.record.message = Some(message);
+        }
+        self.persist_run(name, seq);
+        self.trim_history(name);
+    }
+
+    /// Adds a Pending run and queues it for persisting; returns its seq.
+    fn create_run(
+        &mut self,
+        name: &JobName,
+        trigger: Trigger,
+        scheduled_at: Option<Timestamp>,
+        due_at: Timestamp,
+    ) -> u64 {
+        let Some(entry) = self.jobs.get_mut(name) else {
+            return 0;
+        };
+        let seq = entry.next_seq;
+        entry.next_seq += 1;
+        let run_id = format!("{name}.{}.{seq}", entry.anchor.as_millisecond());
+        let run = Run {
+            seq,
+            record: RunRecord {
+                job: name.clone(),
+                run_id,
+                trigger,
+                scheduled_at,
+                attempt: 0,
+                task_id: None,
+                started_at: None,
+                finished_at: None,
+                state: RunState::Pending,
+                exit_code: None,
+                message: None,
+            },
+            due_at,
+            agent_id: None,
+            kill: None,
+            relaunches: 0,
+        };
+        entry.runs.insert(seq, run);
+        self.persist_run(name, seq);
+        // The job record carries next_seq (and the cursor): persist it in the same batch.
+        self.persist_job(name);
+        seq
+    }
+
+    /// Kills every run of `name` in flight.
+    fn kill_active(&mut self, name: &JobName, reason: KillReason, now: Timestamp) {
+        let Some(entry) = self.jobs.get_mut(name) else {
+            return;
+        };
+        let mut kills = Vec::new();
+        let mut ended = Vec::new();
+        let live: Vec<u64> = entry.live.iter().copied().collect();
+        for seq in live {
+            let Some(run) = entry.runs.get_mut(&seq) else {
+                continue;
+            };
+            if run.is_launched() {
+                if run.kill.is_none() {
+                    run.kill = Some(reason);
+                }
+                if let Some(task_id) = &run.record.task_id {
+                    kills.push(Effect::Kill {
+                        task_id: task_id.clone(),
+                        agent_id: run.agent_id.clone(),
+                    });
+                }
+            } else {
+                run.record.state = RunState::Killed;
+                run.record.finished_at = Some(now);
+                run.record.message = Some(kill_message(reason).to_owned());
+                if let Some(task_id) = run.record.task_id.take() {
+                    self.tasks.remove(&task_id);
+                }
+            }
+            ended.push(run.seq);
+        }
+        for seq in ended {
+            self.persist_run(name, seq);
+        }
+        self.trim_history(name);
+        self.later.extend(kills);
+    }
+
+    fn kill_overrunning(&mut self, now: Timestamp) {
+        let mut overrunning = Vec::new();
+        for (name, entry) in &self.jobs {
+            for run in entry.active() {
+                if run.kill.is_none() && overrun_at(&entry.job, run).is_some_and(|t| t <= now) {
+                    overrunning.push((name.clone(), run.seq));
+                }
+            }
+        }
+        for (name, seq) in overrunning {
+            let Some(run) = self.jobs.get_mut(&name).and_then(|e| e.runs.get_mut(&seq)) else {
+                continue;
+            };
+            run.kill = Some(KillReason::Overran);
+            let kill = run.record.task_id.clone().map(|task_id| Effect::Kill {
+                task_id,
+                agent_id: run.agent_id.clone(),
+            });
+            self.persist_run(&name, seq);
+            self.later.extend(kill);
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Updates
+    // ---------------------------------------------------------------------------------------
+
+    fn apply_update(
+        &mut self,
+        name: &JobName,
+        seq: u64,
+        task_id: &TaskId,
+        status: &v1::TaskStatus,
+        now: Timestamp,
+    ) {
+        let state = status.state();
+        let Some(run) = self.jobs.get_mut(name).and_then(|e| e.runs.get_mut(&seq)) else {
+            return;
+        };
+        if run.record.task_id.as_ref() != Some(task_id) || !run.is_active() {
+            return;
+        }
+        let mut changed = false;
+        if run.agent_id.is_none()
+            && let Ok(agent) = AgentId::parse(&status.agent_id)
+        {
+            run.agent_id = Some(agent);
+            changed = true;
+        }
+        if !is_terminal(state) && state != TaskState::Unreachable && run.record.state == RunState::Pending {
+            // The master knows the task after all (e.g. an update that was in flight): adopt it.
+            run.record.state = RunState::Running;
+            run.record.started_at.get_or_insert(now);
+            changed = true;
+        }
+        let kill = run.kill;
+        let relaunches = run.relaunches;
+        if changed && !is_terminal(state) {
+            self.persist_run(name, seq);
+        }
+        let message = (!status.message.is_empty()).then(|| status.message.clone());
+        let reconciling = status.reason() == StatusReason::ReasonReconciliation;
+        // When the task ended: the agent's time of the update (it may arrive much later, e.g.
+        // after a restart of this framework), else now.
+        let started = self
+            .jobs
+            .get(name)
+            .and_then(|e| e.runs.get(&seq))
+            .and_then(|r| r.record.started_at);
+        let ended_at = event_time(status, started, now);
+        match state {
+            TaskState::Finished => {
+                self.finish(
+                    name,
+                    seq,
+                    RunState::Succeeded,
+                    status.exit_code,
+                    message,
+                    ended_at,
+                );
+            }
+            TaskState::Dropped => self.relaunch(name, seq, message, false),
+            TaskState::Lost | TaskState::Unknown
+                if reconciling && kill.is_none() && relaunches < MAX_RELAUNCHES =>
+            {
+                self.relaunch(name, seq, message, true)
+            }
+            s if is_terminal(s) => match kill {
+                Some(KillReason::Overran) => {
+                    let message = Some(kill_message(KillReason::Overran).to_owned());
+                    self.finish(name, seq, RunState::Failed, status.exit_code, message, ended_at);
+                }
+                Some(reason) => {
+                    let message = Some(kill_message(reason).to_owned());
+                    self.finish(name, seq, RunState::Killed, status.exit_code, message, ended_at);
+                }
+                None => self.attempt_failed(name, seq, status.exit_code, message, ended_at, now),
+            },
+            _ => {}
+        }
+    }
+
+    /// The attempt's task never ran (dropped, or unknown to the master): launch the same
+    /// attempt again with the same task id.
+    fn relaunch(&mut self, name: &JobName, seq: u64, message: Option<String>, counted: bool) {
+        let Some(run) = self.jobs.get_mut(name).and_then(|e| e.runs.get_mut(&seq)) else {
+            return;
+        };
+        run.record.state = RunState::Pending;
+        run.record.started_at = None;
+        run.record.message = message;
+        run.agent_id = None;
+        if counted {
+            run.relaunches += 1;
+        }
+        self.persist_run(name, seq);
+    }
+
+    fn attempt_failed(
+        &mut self,
+        name: &JobName,
+        seq: u64,
+        exit_code: Option<i32>,
+        message: Option<String>,
+        ended_at: Timestamp,
+        now: Timestamp,
+    ) {
+        let backoff_config = self.config.clone();
+        let Some(entry) = self.jobs.get_mut(name) else {
+            return;
+        };
+        let retries = entry.job.retries;
+        let Some(run) = entry.runs.get_mut(&seq) else {
+            return;
+        };
+        if run.record.attempt >= retries {
+            self.finish(name, seq, RunState::Failed, exit_code, message, ended_at);
+            return;
+        }
+        if let Some(task_id) = run.record.task_id.take() {
+            self.tasks.remove(&task_id);
+        }
+        let backoff = retry_backoff(&backoff_config, run.record.attempt);
+        run.record.attempt += 1;
+        run.record.state = RunState::Pending;
+        run.record.started_at = None;
+        run.record.exit_code = exit_code;
+        run.record.message = Some(format!(
+            "attempt {} failed ({}); retrying in {}s",
+            run.record.attempt,
+            message.as_deref().unwrap_or("no message"),
+            backoff.as_secs_f64()
+        ));
+        run.due_at = add(now, backoff);
+        run.agent_id = None;
+        run.kill = None;
+        run.relaunches = 0;
+        self.persist_run(name, seq);
+    }
+
+    /// Ends a run: statistics, history trimming, and dependent jobs whose parents all succeeded.
+    fn finish(
+        &mut self,
+        name: &JobName,
+        seq: u64,
+        state: RunState,
+        exit_code: Option<i32>,
+        message: Option<String>,
+        now: Timestamp,
+    ) {
+        let disable_after = self.config.disable_after_failures;
+        let Some(entry) = self.jobs.get_mut(name) else {
+            return;
+        };
+        let Some(run) = entry.runs.get_mut(&seq) else {
+            return;
+        };
+        run.record.state = state;
+        run.record.finished_at = Some(now);
+        run.record.exit_code = exit_code.or(run.record.exit_code);
+        if message.is_some() {
+            run.record.message = message;
+        }
+        if let Some(task_id) = &run.record.task_id {
+            self.tasks.remove(task_id);
+        }
+        match state {
+            RunState::Succeeded => {
+                entry.stats.success_count += 1;
+                entry.stats.last_success = Some(now);
+                entry.stats.errors_since_last_success = 0;
+            }
+            RunState::Failed => {
+                entry.stats.error_count += 1;
+                entry.stats.last_error = Some(now);
+                entry.stats.errors_since_last_success += 1;
+                if disable_after > 0
+                    && !entry.job.soft_error
+                    && entry.stats.errors_since_last_success >= disable_after
+                {
+                    entry.job.disabled = true;
+                }
+            }
+            _ => {}
+        }
+        self.persist_run(name, seq);
+        self.trim_history(name);
+        self.persist_job(name);
+        if state == RunState::Succeeded {
+            self.fire_children(name, now);
+        }
+    }
+
+    /// Creates a dependency run of every child of `parent` whose parents' latest runs all
+    /// succeeded, at least one of them after the child's last dependency run.
+    fn fire_children(&mut self, parent: &JobName, now: Timestamp) {
+        let children: Vec<JobName> = self
+            .jobs
+            .values()
+            .filter(|e| e.job.parents.contains(parent) && !e.job.disabled)
+            .map(|e| e.job.name.clone())
+            .collect();
+        for child in children {
+            let Some(entry) = self.jobs.get(&child) else {
+                continue;
+            };
+            let mut newest_success: Option<Timestamp> = None;
+            let mut all_succeeded = true;
+            for p in &entry.job.parents {
+                match self.jobs.get(p) {
+                    Some(pe) if pe.last_result_succeeded() => {
+                        newest_success = newest_success.max(pe.stats.last_success);
+                    }
+                    _ => all_succeeded = false,
+                }
+            }
+            let fresh = match (newest_success, entry.last_dependency_run) {
+                (Some(s), Some(last)) => s > last,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if all_succeeded && fresh {
+                if let Some(e) = self.jobs.get_mut(&child) {
+                    e.last_dependency_run = Some(now);
+                }
+                self.admit(&child, Trigger::Dependency, None, now);
+                self.persist_job(&child);
+            }
+        }
+    }
+
+    /// Drops the oldest finished runs beyond the history limit.
+    fn trim_history(&mut self, name: &JobName) {
+        let limit = self.config.history_limit;
+        let Some(entry) = self.jobs.get_mut(name) else {
+            return;
+        };
+        let finished_count = entry.runs.len().saturating_sub(entry.live.len());
+        if finished_count <= limit {
+            return;
+        }
+        let excess = finished_count - limit;
+        let finished: Vec<u64> = entry
+            .runs
+            .values()
+            .filter(|r| !r.is_active())
+            .map(|r| r.seq)
+            .take(excess)
+            .collect();
+        for seq in finished {
+            entry.runs.remove(&seq);
+            // A PutRun of it queued earlier in this step is dropped by `flush` (last write wins).
+            self.changes.push(Change::DeleteRun(name.clone(), seq));
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Offers
+    // ---------------------------------------------------------------------------------------
+
+    /// Runs waiting for an offer now, oldest due first.
+    fn due_runs(&self, now: Timestamp) -> Vec<(JobName, u64)> {
+        let mut due: Vec<(Timestamp, JobName, u64)> = self
+            .jobs
+            .iter()
+            .flat_map(|(name, e)| {
+                e.active()
+                    .filter(|r| r.record.state == RunState::Pending && r.due_at <= now)
+                    .map(move |r| (r.due_at, name.clone(), r.seq))
+            })
+            .collect();
+        due.sort();
+        due.into_iter().map(|(_, n, s)| (n, s)).collect()
+    }
+
+    /// The earliest time a run will need an offer (now or later).
+    fn next_due(&self) -> Option<Timestamp> {
+        let mut next: Option<Timestamp> = None;
+        for entry in self.jobs.values() {
+            if entry.fires()
+                && let Some(c) = entry.cursor
+            {
+                next = Some(next.map_or(c, |n| n.min(c)));
+            }
+            for run in entry.active().filter(|r| r.record.state == RunState::Pending) {
+                next = Some(next.map_or(run.due_at, |n| n.min(run.due_at)));
+            }
+        }
+        next
+    }
+
+    fn launch_due_runs(&mut self, now: Timestamp) {
+        let due = self.due_runs(now);
+        if due.is_empty() || self.offers.is_empty() {
+            return;
+        }
+        let mut pool = placement::Placement::new(&self.offers);
+        let mut launched = Vec::new();
+        for (name, seq) in due {
+            let Some(entry) = self.jobs.get(&name) else {
+                continue;
+            };
+            let Some(run) = entry.runs.get(&seq) else { continue };
+            let task_id = task_id_for(&run.record.run_id, run.record.attempt);
+            if pool.place(&entry.job, run, &task_id) {
+                launched.push((name, seq, task_id));
+            }
+        }
+        if launched.is_empty() {
+            return;
+        }
+        for (name, seq, task_id) in launched {
+            let lateness_sample = self.counters_sample(&name, seq, now);
+            let Some(run) = self.jobs.get_mut(&name).and_then(|e| e.runs.get_mut(&seq)) else {
+                continue;
+            };
+            run.record.state = RunState::Running;
+            run.record.task_id = Some(task_id.clone());
+            run.record.started_at = Some(now);
+            self.tasks.insert(task_id, (name.clone(), seq));
+            self.persist_run(&name, seq);
+            if let Some(l) = lateness_sample {
+                if self.counters.lateness.len() >= self.config.lateness_samples {
+                    self.counters.lateness.pop_front();
+                }
+                self.counters.lateness.push_back(l);
+            }
+        }
+        let (accepts, used) = pool.into_accepts();
+        self.offers.retain(|o| !used.iter().any(|u| u.as_str() == o.id));
+        for (offer_ids, tasks) in accepts {
+            self.later.push(Effect::Launch { offer_ids, tasks });
+        }
+    }
+
+    /// Lateness of a first attempt of a scheduled run launched now, in seconds.
+    fn counters_sample(&self, name: &JobName, seq: u64, now: Timestamp) -> Option<f64> {
+        let run = self.jobs.get(name)?.runs.get(&seq)?;
+        let instant = run.record.scheduled_at?;
+        (run.record.attempt == 0 && run.record.trigger == Trigger::Schedule && run.relaunches == 0)
+            .then(|| secs_between(now, instant))
+    }
+
+    /// Holds offers while runs are due soon, declines them otherwise; suppresses when
+    /// nothing is due soon and revives ahead of the next due run.
+    fn manage_offers(&mut self, now: Timestamp) {
+        let due_soon = self
+            .next_due()
+            .is_some_and(|due| due <= add(now, self.config.offer_lead));
+        if due_soon {
+            if self.suppressed != Some(false) {
+                self.suppressed = Some(false);
+                self.later.push(Effect::Revive);
+            }
+            return;
+        }
+        if !self.offers.is_empty() {
+            let offer_ids = self
+                .offers
+                .drain(..)
+                .filter_map(|o| OfferId::parse(&o.id).ok())
+                .collect();
+            self.later.push(Effect::Decline {
+                offer_ids,
+                refuse: self.config.decline_refuse,
+            });
+        }
+        if self.suppressed != Some(true) {
+            self.suppressed = Some(true);
+            self.later.push(Effect::Suppress);
+        }
+    }
+}
+
+fn kill_message(reason: KillReason) -> &'static str {
+    match reason {
+        KillReason::User => "killed on request",
+        KillReason::Replaced => "killed: replaced by a newer run (concurrencyPolicy REPLACE)",
+        KillReason::Overran => "killed: ran longer than maxCompletionTime",
+    }
+}
+
+fn state_key(state: RunState) -> &'static str {
+    match state {
+        RunState::Pending => "PENDING",
+        RunState::Running => "RUNNING",
+        RunState::Succeeded => "SUCCEEDED",
+        RunState::Failed => "FAILED",
+        RunState::Skipped => "SKIPPED",
+        RunState::Killed => "KILLED",
+    }
+}
+
+/// When the update says its task changed state: the agent's timestamp, kept between the
+/// attempt's start and `now`; `now` for updates from the master.
+fn event_time(status: &v1::TaskStatus, started: Option<Timestamp>, now: Timestamp) -> Timestamp {
+    if status.source() != v1::StatusSource::Agent || !status.timestamp.is_finite() || status.timestamp <= 0.0
+    {
+        return now;
+    }
+    let Ok(at) = Timestamp::from_microsecond((status.timestamp * 1e6) as i64) else {
+        return now;
+    };
+    let at = at.min(now);
+    match started {
+        Some(s) => at.max(s),
+        None => at,
+    }
+}
+
+/// When a launched run overruns `maxCompletionTime`.
+fn overrun_at(job: &Job, run: &Run) -> Option<Timestamp> {
+    let max = job.max_completion_time_seconds?;
+    if !run.is_launched() || run.kill.is_some() {
+        return None;
+    }
+    Some(add(run.record.started_at?, Duration::from_secs(max)))
+}
+
+/// Backoff before retry number `attempt + 1`: `retry_backoff × 2^attempt`, capped.
+pub fn retry_backoff(config: &EngineConfig, attempt: u32) -> Duration {
+    let factor = 2u32.saturating_pow(attempt.min(20));
+    config
+        .retry_backoff
+        .checked_mul(factor)
+        .unwrap_or(config.retry_backoff_max)
+        .min(config.retry_backoff_max)
+}
+
+fn status_of(entry: &JobEntry) -> JobStatus {
+    JobStatus {
+        job: entry.job.clone(),
+        stats: entry.stats.clone(),
+        next_run: if entry.fires() { entry.cursor } else { None },
+        running: entry.active().count() as u32,
+    }
+}

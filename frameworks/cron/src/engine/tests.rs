@@ -1,0 +1,808 @@
+//! The engine's behaviours, one per test, with explicit times (no clock).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use agora_proto::v1::{self, StatusReason, TaskState};
+use agora_proto::{Resources, TaskId};
+use jiff::Timestamp;
+
+use super::*;
+use crate::job::{ConcurrencyPolicy, Job, JobName};
+
+const T0: &str = "2026-01-01T00:00:00Z";
+
+/// `T0 + secs`.
+fn t(secs: i64) -> Timestamp {
+    let t0: Timestamp = T0.parse().unwrap();
+    t0.checked_add(jiff::SignedDuration::from_secs(secs)).unwrap()
+}
+
+fn name(n: &str) -> JobName {
+    JobName::new(n).unwrap()
+}
+
+/// A job every `period` seconds from T0, forever (ALLOW, no retries unless set).
+fn every(n: &str, period: u64) -> Job {
+    let mut job = Job::new(name(n), "true");
+    job.schedule = Some(format!("R/{T0}/PT{period}S"));
+    job.concurrency_policy = ConcurrencyPolicy::Allow;
+    job.concurrent = true;
+    job.retries = 0;
+    job
+}
+
+fn dependent(n: &str, parents: &[&str]) -> Job {
+    let mut job = Job::new(name(n), "true");
+    job.parents = parents.iter().map(|p| name(p)).collect();
+    job.retries = 0;
+    job
+}
+
+fn offer(id: &str) -> v1::Offer {
+    v1::Offer {
+        id: id.into(),
+        framework_id: "fw".into(),
+        agent_id: "agent-1".into(),
+        hostname: "host-1".into(),
+        resources: Resources::parse("cpus:8;mem:8192;disk:8192").unwrap().to_proto(),
+        ..Default::default()
+    }
+}
+
+fn status(task_id: &TaskId, state: TaskState) -> v1::TaskStatus {
+    v1::TaskStatus {
+        task_id: task_id.to_string(),
+        state: state as i32,
+        agent_id: "agent-1".into(),
+        uuid: format!("{task_id}-{}", state as i32).into_bytes(),
+        ..Default::default()
+    }
+}
+
+fn reconciliation(task_id: &TaskId, state: TaskState) -> v1::TaskStatus {
+    v1::TaskStatus {
+        task_id: task_id.to_string(),
+        state: state as i32,
+        reason: StatusReason::ReasonReconciliation as i32,
+        ..Default::default()
+    }
+}
+
+fn launched(effects: &[Effect]) -> Vec<TaskId> {
+    effects
+        .iter()
+        .flat_map(|e| match e {
+            Effect::Launch { tasks, .. } => tasks
+                .iter()
+                .map(|t| TaskId::new_unchecked(t.task_id.clone()))
+                .collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+fn killed(effects: &[Effect]) -> Vec<TaskId> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Kill { task_id, .. } => Some(task_id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn runs(engine: &Engine, n: &str) -> Vec<RunRecord> {
+    engine.runs(&name(n)).unwrap()
+}
+
+fn scheduled(engine: &Engine, n: &str) -> Vec<Option<Timestamp>> {
+    runs(engine, n).iter().map(|r| r.scheduled_at).collect()
+}
+
+/// The store as the runtime would leave it: every Persist applied in order.
+#[derive(Default)]
+struct Durable {
+    jobs: BTreeMap<JobName, StoredJob>,
+    runs: BTreeMap<(JobName, u64), Run>,
+}
+
+impl Durable {
+    fn apply(&mut self, effects: &[Effect]) {
+        for e in effects {
+            if let Effect::Persist(changes) = e {
+                for c in changes {
+                    match c {
+                        Change::PutJob(j) => {
+                            self.jobs.insert(j.job.name.clone(), (**j).clone());
+                        }
+                        Change::DeleteJob { name, runs } => {
+                            self.jobs.remove(name);
+                            for seq in runs {
+                                self.runs.remove(&(name.clone(), *seq));
+                            }
+                        }
+                        Change::PutRun(n, r) => {
+                            self.runs.insert((n.clone(), r.seq), (**r).clone());
+                        }
+                        Change::DeleteRun(n, seq) => {
+                            self.runs.remove(&(n.clone(), *seq));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn recovered(&self) -> Recovered {
+        Recovered {
+            jobs: self
+                .jobs
+                .values()
+                .map(|j| {
+                    let runs = self
+                        .runs
+                        .iter()
+                        .filter(|((n, _), _)| *n == j.job.name)
+                        .map(|(_, r)| r.clone())
+                        .collect();
+                    (j.clone(), runs)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// An engine that records what it persists.
+struct Harness {
+    engine: Engine,
+    durable: Durable,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness::with(EngineConfig::default())
+    }
+
+    fn with(config: EngineConfig) -> Harness {
+        Harness {
+            engine: Engine::new(config),
+            durable: Durable::default(),
+        }
+    }
+
+    fn record(&mut self, effects: Vec<Effect>) -> Vec<Effect> {
+        self.durable.apply(&effects);
+        effects
+    }
+
+    fn put(&mut self, job: Job, now: Timestamp) -> Vec<Effect> {
+        let e = self.engine.put_job(job, now).unwrap();
+        self.record(e)
+    }
+
+    fn tick(&mut self, now: Timestamp) -> Vec<Effect> {
+        let e = self.engine.tick(now);
+        self.record(e)
+    }
+
+    fn offer(&mut self, id: &str, now: Timestamp) -> Vec<Effect> {
+        let e = self.engine.offers(vec![offer(id)], now);
+        self.record(e)
+    }
+
+    fn update(&mut self, task: &TaskId, state: TaskState, now: Timestamp) -> Vec<Effect> {
+        let e = self.engine.update(status(task, state), now);
+        self.record(e)
+    }
+
+    /// Simulates a restart: a new engine from what was persisted, subscribed again.
+    fn restart(&mut self, now: Timestamp) -> Vec<Effect> {
+        let (engine, problems) = Engine::recover(self.engine.config().clone(), self.durable.recovered());
+        assert!(problems.is_empty(), "{problems:?}");
+        self.engine = engine;
+        let mut e = self.engine.tick(now);
+        e.extend(self.engine.subscribed(now));
+        self.record(e)
+    }
+
+    /// Offers at `now` and returns the task launched (exactly one expected).
+    fn launch_one(&mut self, id: &str, now: Timestamp) -> TaskId {
+        let launched = launched(&self.offer(id, now));
+        assert_eq!(launched.len(), 1, "{launched:?}");
+        launched[0].clone()
+    }
+}
+
+// -------------------------------------------------------------------------------------------
+// Schedules
+// -------------------------------------------------------------------------------------------
+
+#[test]
+fn a_job_fires_at_each_scheduled_instant() {
+    let mut h = Harness::new();
+    h.put(every("a", 10), t(-1));
+    for (k, at) in [0, 10, 20].into_iter().enumerate() {
+        h.tick(t(at));
+        let task = h.launch_one(&format!("o{k}"), t(at));
+        h.update(&task, TaskState::Finished, t(at + 1));
+    }
+    assert_eq!(
+        scheduled(&h.engine, "a"),
+        vec![Some(t(0)), Some(t(10)), Some(t(20))]
+    );
+    assert!(
+        runs(&h.engine, "a")
+            .iter()
+            .all(|r| r.state == RunState::Succeeded)
+    );
+    assert!(
+        runs(&h.engine, "a")
+            .iter()
+            .all(|r| r.trigger == Trigger::Schedule)
+    );
+    assert_eq!(h.engine.job(&name("a")).unwrap().next_run, Some(t(30)));
+}
+
+#[test]
+fn nothing_fires_before_the_instant() {
+    let mut h = Harness::new();
+    h.put(every("a", 10), t(-5));
+    h.tick(t(-1));
+    assert!(runs(&h.engine, "a").is_empty());
+    assert_eq!(h.engine.next_deadline(), Some(t(0)));
+}
+
+#[test]
+fn an_r3_schedule_fires_three_times() {
+    let mut h = Harness::new();
+    let mut job = every("r3", 10);
+    job.schedule = Some(format!("R3/{T0}/PT10S"));
+    h.put(job, t(-1));
+    for at in [0, 10, 20, 30, 40, 50] {
+        h.tick(t(at));
+    }
+    assert_eq!(
+        scheduled(&h.engine, "r3"),
+        vec![Some(t(0)), Some(t(10)), Some(t(20))]
+    );
+    assert_eq!(h.engine.job(&name("r3")).unwrap().next_run, None);
+}
+
+#[test]
+fn a_disabled_job_does_not_fire() {
+    let mut h = Harness::new();
+    let mut job = every("off", 10);
+    job.disabled = true;
+    h.put(job, t(-1));
+    h.tick(t(0));
+    h.tick(t(100));
+    assert!(runs(&h.engine, "off").is_empty());
+    assert_eq!(h.engine.next_deadline(), None);
+}
+
+#[test]
+fn a_manual_run_launches_now_without_moving_the_schedule() {
+    let mut h = Harness::new();
+    h.put(every("a", 100), t(1));
+    let e = h.engine.run_now(&name("a"), t(5)).unwrap();
+    h.record(e);
+    h.launch_one("o1", t(5));
+    let r = runs(&h.engine, "a");
+    assert_eq!(r.len(), 1);
+    assert_eq!(
+        (r[0].trigger, r[0].scheduled_at, r[0].state),
+        (Trigger::Manual, None, RunState::Running)
+    );
+    assert_eq!(h.engine.job(&name("a")).unwrap().next_run, Some(t(100)));
+}
+
+// -------------------------------------------------------------------------------------------
+// Exactly once: persisted before launch, restarts
+// -------------------------------------------------------------------------------------------
+
+#[test]
+fn an_instant_becomes_a_run_and_moves_the_cursor_in_one_persist() {
+    let mut h = Harness::new();
+    h.put(every("a", 10), t(-1));
+    let effects = h.tick(t(0));
+    let persists: Vec<&Vec<Change>> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Persist(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(persists.len(), 1);
+    let batch = persists[0];
+    assert!(batch.iter().any(|c| matches!(c, Change::PutRun(_, r)
+        if r.record.scheduled_at == Some(t(0)) && r.record.state == RunState::Pending)));
+    assert!(
+        batch
+            .iter()
+            .any(|c| matches!(c, Change::PutJob(j) if j.cursor == Some(t(10))))
+    );
+}
+
+#[test]
+fn a_launch_is_persisted_with_its_task_id_before_it_is_sent() {
+    let mut h = Harness::new();
+    h.put(every("a", 10), t(-1));
+    h.tick(t(0));
+    let effects = h.offer("o1", t(0));
+    let persist = effects
+        .iter()
+        .position(|e| matches!(e, Effect::Persist(_)))
+        .unwrap();
+    let launch = effects
+        .iter()
+        .position(|e| matches!(e, Effect::Launch { .. }))
+        .unwrap();
+    assert!(persist < launch, "{effects:?}");
+    let task = launched(&effects)[0].clone();
+    let Effect::Persist(changes) = &effects[persist] else {
+        unreachable!()
+    };
+    assert!(changes.iter().any(|c| matches!(c, Change::PutRun(_, r)
+        if r.record.task_id.as_ref() == Some(&task) && r.record.state == RunState::Running)));
+}
+
+#[test]
+fn an_update_is_acknowledged_only_after_its_outcome_is_persisted() {
+    let mut h = Harness::new();
+    h.put(every("a", 10), t(-1));
+    h.tick(t(0));
+    let task = h.launch_one("o1", t(0));
+    let effects = h.update(&task, TaskState::Finished, t(1));
+    let persist = effects
+        .iter()
+        .position(|e| matches!(e, Effect::Persist(_)))
+        .unwrap();
+    let ack = effects
+        .iter()
+        .position(|e| matches!(e, Effect::Acknowledge(_)))
+        .unwrap();
+    assert!(persist < ack, "{effects:?}");
+}
+
+#[test]
+fn task_ids_derive_from_the_run_id_and_the_attempt() {
+    let mut h = Harness::new();
+    h.put(every("a", 10), t(-1));
+    h.tick(t(0));
+    let task = h.launch_one("o1", t(0));
+    let run = &runs(&h.engine, "a")[0];
+    assert_eq!(task, task_id_for(&run.run_id, 0));
+}
+
+#[test]
+fn after_a_restart_a_running_run_is_reconciled_and_adopted_not_relaunched() {
+    let mut h = Harness::new();
+    h.put(every("a", 100), t(-1));
+    h.tick(t(0));
+    let task = h.launch_one("o1", t(0));
+    h.update(&task, TaskState::Running, t(1));
+
+    let effects = h.restart(t(5));
+    assert!(effects.contains(&Effect::Reconcile(vec![(
+        task.clone(),
+        Some(AgentId::new_unchecked("agent-1"))
+    )])));
+    let e = h.engine.update(reconciliation(&task, TaskState::Running), t(5));
+    assert!(launched(&h.record(e)).is_empty());
+    assert!(launched(&h.offer("o2", t(6))).is_empty());
+    let r = runs(&h.engine, "a");
+    assert_eq!(r.len(), 1);
+    assert_eq!(
+        (r[0].state, r[0].task_id.clone()),
+        (RunState::Running, Some(task))
+    );
+}
+
+#[test]
+fn after_a_restart_a_task_unknown_to_the_master_is_launched_once_with_the_same_id() {
+    let mut h = Harness::new();
+    h.put(every("a", 100), t(-1));
+    h.tick(t(0));
+    let task = h.launch_one("o1", t(0));
+    h.restart(t(5));
+    let e = h.engine.update(reconciliation(&task, TaskState::Unknown), t(5));
+    h.record(e);
+    assert_eq!(h.launch_one("o2", t(5)), task);
+    assert!(launched(&h.offer("o3", t(6))).is_empty());
+    assert_eq!(runs(&h.engine, "a").len(), 1);
+}
+
+#[test]
+fn a_task_that_ended_while_the_framework_was_down_is_recorded_when_its_update_arrives() {
+    let mut h = Harness::new();
+    h.put(every("a", 100), t(-1));
+    h.tick(t(0));
+    let task = h.launch_one("o1", t(0));
+    h.restart(t(5));
+    h.update(&task, TaskState::Finished, t(5));
+    let r = runs(&h.engine, "a");
+    assert_eq!((r.len(), r[0].state), (1, RunState::Succeeded));
+    assert_eq!(h.engine.job(&name("a")).unwrap().stats.success_count, 1);
+}
+
+#[test]
+fn a_run_that_ended_while_the_framework_was_down_keeps_the_agents_end_time() {
+    let mut h = Harness::new();
+    h.put(every("a", 100), t(-1));
+    h.tick(t(0));
+    let task = h.launch_one("o1", t(0));
+    h.restart(t(50));
+    let mut update = status(&task, TaskState::Finished);
+    update.source = v1::StatusSource::Agent as i32;
+    update.timestamp = t(3).as_millisecond() as f64 / 1000.0;
+    let e = h.engine.update(update, t(50));
+    h.record(e);
+    assert_eq!(runs(&h.engine, "a")[0].finished_at, Some(t(3)));
+}
+
+#[test]
+fn instants_missed_while_down_run_once_each_as_catch_up() {
+    let mut h = Harness::new();
+    h.put(every("a", 10), t(-1));
+    h.tick(t(0));
+    h.restart(t(35));
+    h.restart(t(36));
+    h.tick(t(37));
+    assert_eq!(
+        scheduled(&h.engine, "a"),
+        vec![Some(t(0)), Some(t(10)), Some(t(20)), Some(t(30))]
+    );
+    let triggers: Vec<Trigger> = runs(&h.engine, "a").iter().map(|r| r.trigger).collect();
+    assert_eq!(
+        triggers,
+        vec![
+            Trigger::Schedule,
+            Trigger::CatchUp,
+            Trigger::CatchUp,
+            Trigger::CatchUp
+        ]
+    );
+    assert_eq!(h.engine.job(&name("a")).unwrap().next_run, Some(t(40)));
+}
+
+#[test]
+fn missed_instants_beyond_the_catch_up_limit_are_one_skipped_record() {
+    let mut h = Harness::with(EngineConfig {
+        catch_up_limit: 2,
+        ..EngineConfig::default()
+    });
+    h.put(every("a", 10), t(-1));
+    h.restart(t(55));
+    let r = runs(&h.engine, "a");
+    let states: Vec<(Option<Timestamp>, RunState)> = r.iter().map(|r| (r.scheduled_at, r.state)).collect();
+    assert_eq!(
+        states,
+        vec![
+            (Some(t(0)), RunState::Pending),
+            (Some(t(10)), RunState::Pending),
+            (Some(t(20)), RunState::Skipped)
+        ]
+    );
+    assert_eq!(h.engine.job(&name("a")).unwrap().next_run, Some(t(60)));
+}
+
+#[test]
+fn an_instant_later_than_the_starting_deadline_is_skipped_and_recorded() {
+    let mut h = Harness::new();
+    let mut job = every("a", 10);
+    job.starting_deadline_seconds = Some(5);
+    h.put(job, t(-1));
+    h.restart(t(24));
+    let r = runs(&h.engine, "a");
+    let states: Vec<(Option<Timestamp>, RunState)> = r.iter().map(|r| (r.scheduled_at, r.state)).collect();
+    assert_eq!(
+        states,
+        vec![
+            (Some(t(0)), RunState::Skipped),
+            (Some(t(10)), RunState::Skipped),
+            (Some(t(20)), RunState::Pending)
+        ]
+    );
+    assert!(
+        r[0].message
+            .as_deref()
+            .unwrap()
+            .contains("startingDeadlineSeconds")
+    );
+}
+
+// -------------------------------------------------------------------------------------------
+// Concurrency policy
+// -------------------------------------------------------------------------------------------
+
+#[test]
+fn allow_starts_a_new_run_while_one_is_in_flight() {
+    let mut h = Harness::new();
+    h.put(every("a", 10), t(-1));
+    h.tick(t(0));
+    h.launch_one("o1", t(0));
+    h.tick(t(10));
+    h.launch_one("o2", t(10));
+    let states: Vec<RunState> = runs(&h.engine, "a").iter().map(|r| r.state).collect();
+    assert_eq!(states, vec![RunState::Running, RunState::Running]);
+}
+
+#[test]
+fn forbid_skips_an_instant_while_a_run_is_in_flight() {
+    let mut h = Harness::new();
+    let mut job = every("a", 10);
+    job.concurrency_policy = ConcurrencyPolicy::Forbid;
+    h.put(job, t(-1));
+    h.tick(t(0));
+    h.launch_one("o1", t(0));
+    h.tick(t(10));
+    assert!(launched(&h.offer("o2", t(10))).is_empty());
+    let r = runs(&h.engine, "a");
+    assert_eq!((r[1].scheduled_at, r[1].state), (Some(t(10)), RunState::Skipped));
+    assert!(r[1].message.as_deref().unwrap().contains("FORBID"));
+}
+
+#[test]
+fn replace_kills_the_run_in_flight_and_starts_the_new_one() {
+    let mut h = Harness::new();
+    let mut job = every("a", 10);
+    job.concurrency_policy = ConcurrencyPolicy::Replace;
+    h.put(job, t(-1));
+    h.tick(t(0));
+    let first = h.launch_one("o1", t(0));
+    let effects = h.tick(t(10));
+    assert_eq!(killed(&effects), vec![first.clone()]);
+    let second = h.launch_one("o2", t(10));
+    assert_ne!(first, second);
+    h.update(&first, TaskState::Killed, t(11));
+    let states: Vec<RunState> = runs(&h.engine, "a").iter().map(|r| r.state).collect();
+    assert_eq!(states, vec![RunState::Killed, RunState::Running]);
+    assert_eq!(h.engine.job(&name("a")).unwrap().stats.error_count, 0);
+}
+
+// -------------------------------------------------------------------------------------------
+// Failures
+// -------------------------------------------------------------------------------------------
+
+#[test]
+fn a_failed_run_is_retried_with_backoff_up_to_retries_then_failed() {
+    let mut h = Harness::new();
+    let mut job = every("a", 1000);
+    job.retries = 2;
+    h.put(job, t(-1));
+    h.tick(t(0));
+    let first = h.launch_one("o1", t(0));
+    h.update(&first, TaskState::Failed, t(1));
+    // 10 s backoff: nothing before t(11).
+    assert_eq!(h.engine.next_deadline(), Some(t(11)));
+    // An offer arriving during the backoff is held, and used at the end of it.
+    assert!(launched(&h.offer("o2", t(10))).is_empty());
+    let second = launched(&h.tick(t(11)));
+    assert_eq!(second.len(), 1);
+    let second = second[0].clone();
+    assert_eq!(second, task_id_for(&runs(&h.engine, "a")[0].run_id, 1));
+    h.update(&second, TaskState::Failed, t(12));
+    // 20 s backoff for the second retry: an offer at t(31) is held, used at t(32).
+    assert!(launched(&h.offer("o4", t(31))).is_empty());
+    let third = launched(&h.tick(t(32)));
+    assert_eq!(third.len(), 1);
+    let third = third[0].clone();
+    h.update(&third, TaskState::Failed, t(33));
+    let r = runs(&h.engine, "a");
+    assert_eq!((r.len(), r[0].state, r[0].attempt), (1, RunState::Failed, 2));
+    let stats = h.engine.job(&name("a")).unwrap().stats;
+    assert_eq!((stats.error_count, stats.errors_since_last_success), (1, 1));
+    assert_eq!(stats.last_error, Some(t(33)));
+}
+
+#[test]
+fn retry_backoff_doubles_and_is_capped() {
+    let c = EngineConfig::default();
+    assert_eq!(retry_backoff(&c, 0), Duration::from_secs(10));
+    assert_eq!(retry_backoff(&c, 1), Duration::from_secs(20));
+    assert_eq!(retry_backoff(&c, 4), Duration::from_secs(160));
+    assert_eq!(retry_backoff(&c, 5), Duration::from_secs(300));
+    assert_eq!(retry_backoff(&c, 40), Duration::from_secs(300));
+}
+
+#[test]
+fn a_run_longer_than_max_completion_time_is_killed_and_failed() {
+    let mut h = Harness::new();
+    let mut job = every("a", 1000);
+    job.max_completion_time_seconds = Some(30);
+    job.retries = 2;
+    h.put(job, t(-1));
+    h.tick(t(0));
+    let task = h.launch_one("o1", t(0));
+    assert_eq!(h.engine.next_deadline(), Some(t(30)));
+    let effects = h.tick(t(30));
+    assert_eq!(killed(&effects), vec![task.clone()]);
+    h.update(&task, TaskState::Killed, t(31));
+    let r = runs(&h.engine, "a");
+    assert_eq!((r[0].state, r[0].attempt), (RunState::Failed, 0));
+    assert!(r[0].message.as_deref().unwrap().contains("maxCompletionTime"));
+}
+
+#[test]
+fn killing_a_jobs_tasks_records_its_runs_as_killed() {
+    let mut h = Harness::new();
+    h.put(every("a", 1000), t(-1));
+    h.tick(t(0));
+    let task = h.launch_one("o1", t(0));
+    let e = h.engine.kill_tasks(&name("a"), t(1)).unwrap();
+    assert_eq!(killed(&h.record(e)), vec![task.clone()]);
+    h.update(&task, TaskState::Killed, t(2));
+    assert_eq!(runs(&h.engine, "a")[0].state, RunState::Killed);
+}
+
+#[test]
+fn a_successful_run_updates_the_statistics() {
+    let mut h = Harness::new();
+    h.put(every("a", 10), t(-1));
+    h.tick(t(0));
+    let task = h.launch_one("o1", t(0));
+    h.update(&task, TaskState::Finished, t(3));
+    let stats = h.engine.job(&name("a")).unwrap().stats;
+    assert_eq!((stats.success_count, stats.last_success), (1, Some(t(3))));
+}
+
+// -------------------------------------------------------------------------------------------
+// Dependent jobs
+// -------------------------------------------------------------------------------------------
+
+fn one_shot(n: &str) -> Job {
+    let mut job = every(n, 1000);
+    job.schedule = Some(format!("R1/{T0}/PT1S"));
+    job
+}
+
+#[test]
+fn a_child_runs_once_after_all_its_parents_succeeded() {
+    let mut h = Harness::new();
+    h.put(one_shot("p1"), t(-3));
+    h.put(one_shot("p2"), t(-2));
+    h.put(dependent("child", &["p1", "p2"]), t(-1));
+    h.tick(t(0));
+    let e = h.engine.offers(vec![offer("o1")], t(0));
+    let tasks = launched(&h.record(e));
+    assert_eq!(tasks.len(), 2);
+    h.update(&tasks[0], TaskState::Finished, t(1));
+    assert!(runs(&h.engine, "child").is_empty());
+    h.update(&tasks[1], TaskState::Finished, t(2));
+    let r = runs(&h.engine, "child");
+    assert_eq!((r.len(), r[0].trigger), (1, Trigger::Dependency));
+    h.tick(t(3));
+    assert_eq!(runs(&h.engine, "child").len(), 1);
+}
+
+#[test]
+fn a_child_does_not_run_after_a_parent_failed() {
+    let mut h = Harness::new();
+    h.put(one_shot("p1"), t(-3));
+    h.put(one_shot("p2"), t(-2));
+    h.put(dependent("child", &["p1", "p2"]), t(-1));
+    h.tick(t(0));
+    let e = h.engine.offers(vec![offer("o1")], t(0));
+    let tasks = launched(&h.record(e));
+    h.update(&tasks[0], TaskState::Finished, t(1));
+    h.update(&tasks[1], TaskState::Failed, t(2));
+    assert!(runs(&h.engine, "child").is_empty());
+}
+
+#[test]
+fn a_job_with_an_unknown_parent_is_refused_and_nothing_is_stored() {
+    let mut h = Harness::new();
+    let err = h.engine.put_job(dependent("child", &["nope"]), t(0)).unwrap_err();
+    assert_eq!(err.http_status(), 400);
+    assert!(h.engine.jobs().is_empty());
+}
+
+// -------------------------------------------------------------------------------------------
+// Offers
+// -------------------------------------------------------------------------------------------
+
+#[test]
+fn offers_are_declined_and_suppressed_when_nothing_is_due_soon() {
+    let mut h = Harness::new();
+    assert!(h.put(every("a", 3600), t(1)).contains(&Effect::Suppress));
+    let effects = h.offer("o1", t(1));
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Decline { refuse, .. } if *refuse >= Duration::from_secs(600)))
+    );
+}
+
+#[test]
+fn offers_are_revived_ahead_of_the_next_instant_and_held_until_it() {
+    let mut h = Harness::new();
+    h.put(every("a", 100), t(1));
+    h.offer("o1", t(1));
+    assert_eq!(h.engine.next_deadline(), Some(t(90)));
+    assert!(h.tick(t(90)).contains(&Effect::Revive));
+    let held = h.offer("o2", t(91));
+    assert!(!held.iter().any(|e| matches!(e, Effect::Decline { .. })));
+    let at_instant = h.tick(t(100));
+    assert_eq!(launched(&at_instant).len(), 1);
+}
+
+#[test]
+fn a_run_goes_only_to_an_agent_that_satisfies_its_constraints() {
+    let mut h = Harness::new();
+    let mut job = every("a", 100);
+    job.constraints = vec![
+        crate::job::Constraint::new("hostname", crate::job::ConstraintOperator::Equals, "host-2").unwrap(),
+    ];
+    h.put(job, t(-1));
+    h.tick(t(0));
+    assert!(launched(&h.offer("o1", t(0))).is_empty());
+    let mut other = offer("o2");
+    other.agent_id = "agent-2".into();
+    other.hostname = "host-2".into();
+    let e = h.engine.offers(vec![other], t(1));
+    assert_eq!(launched(&e).len(), 1);
+}
+
+#[test]
+fn history_is_bounded_per_job() {
+    let mut h = Harness::with(EngineConfig {
+        history_limit: 3,
+        ..EngineConfig::default()
+    });
+    let mut job = every("a", 10);
+    job.starting_deadline_seconds = Some(0);
+    h.put(job, t(-1));
+    h.restart(t(95));
+    let r = runs(&h.engine, "a");
+    assert_eq!(r.len(), 3);
+    assert_eq!(r[0].scheduled_at, Some(t(70)));
+    assert_eq!(h.durable.runs.len(), 3);
+}
+
+#[test]
+fn deleting_a_job_kills_its_tasks_and_forgets_it() {
+    let mut h = Harness::new();
+    h.put(every("a", 100), t(-1));
+    h.tick(t(0));
+    let task = h.launch_one("o1", t(0));
+    let e = h.engine.delete_job(&name("a"), t(1)).unwrap();
+    assert_eq!(killed(&h.record(e)), vec![task]);
+    assert!(h.engine.job(&name("a")).is_err());
+    assert!(h.durable.jobs.is_empty() && h.durable.runs.is_empty());
+}
+
+#[test]
+fn a_job_that_would_close_a_cycle_is_refused_and_the_old_definition_kept() {
+    let mut h = Harness::new();
+    h.put(one_shot("a"), t(-3));
+    h.put(dependent("b", &["a"]), t(-2));
+    let err = h.engine.put_job(dependent("a", &["b"]), t(-1)).unwrap_err();
+    assert_eq!(err.http_status(), 400);
+    assert!(h.engine.job(&name("a")).unwrap().job.parents.is_empty());
+}
+
+#[test]
+fn replacing_a_job_with_the_same_schedule_keeps_its_cursor() {
+    let mut h = Harness::new();
+    h.put(every("a", 10), t(-1));
+    h.tick(t(0));
+    let mut changed = every("a", 10);
+    changed.command = "echo changed".into();
+    h.put(changed, t(5));
+    assert_eq!(h.engine.job(&name("a")).unwrap().next_run, Some(t(10)));
+    assert_eq!(scheduled(&h.engine, "a"), vec![Some(t(0))]);
+}
+
+#[test]
+fn a_re_enabled_job_resumes_from_now_without_running_the_instants_it_was_disabled_for() {
+    let mut h = Harness::new();
+    let mut off = every("a", 10);
+    off.disabled = true;
+    h.put(off, t(-1));
+    h.tick(t(35));
+    h.put(every("a", 10), t(36));
+    h.tick(t(36));
+    assert!(runs(&h.engine, "a").is_empty());
+    assert_eq!(h.engine.job(&name("a")).unwrap().next_run, Some(t(40)));
+}
