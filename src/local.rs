@@ -179,7 +179,11 @@ pub async fn start(config: LocalConfig) -> anyhow::Result<LocalCluster> {
             config.work_dir.join(format!("agent-{i}")),
         );
         agent_config.resources = Some(agent_share(&host, config.agents, i).to_string());
-        agent_config.hostname = Some(format!("localhost-{i}"));
+        // Each agent is a distinct loopback address (127.0.0.1, 127.0.0.2, …):
+        // a hostname that resolves and reaches this machine, so health checks
+        // and clients can reach tasks by it, yet differs per agent, so
+        // hostname constraints (UNIQUE, GROUP_BY) spread as on real machines.
+        agent_config.hostname = Some(format!("127.0.0.{}", i + 1));
         agent_config.supervisor = Some(supervisor.clone());
         let agent_stop = stopped(stop_rx.clone());
         tasks.push(tokio::spawn(async move {

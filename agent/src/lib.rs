@@ -156,10 +156,15 @@ pub enum AgentError {
 /// own loops and HTTP server but leaves tasks running: a restarted agent with the
 /// same work dir re-attaches to them.
 pub async fn run(
-    config: AgentConfig,
+    mut config: AgentConfig,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
+    // Sandbox paths are handed to supervisors that change into the sandbox,
+    // so a relative work dir (the default `./agora-data`) would point them
+    // elsewhere: make it absolute once, here.
+    config.work_dir =
+        std::path::absolute(&config.work_dir).map_err(|e| AgentError::WorkDir(config.work_dir.clone(), e))?;
     let masters: Vec<String> = config
         .master
         .iter()

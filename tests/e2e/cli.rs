@@ -259,3 +259,29 @@ async fn agora_local_runs_the_service_and_cron_frameworks_too() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn agora_local_with_a_relative_work_dir_kills_tasks() {
+    // The default `--work-dir` is relative (./agora-data); supervisors change
+    // into their sandboxes, so sandbox paths must not be.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _sweep = Sweep(dir.path().to_path_buf());
+    let args = [
+        "local",
+        "--work-dir",
+        "relative-data",
+        "--master-listen",
+        "127.0.0.1:0",
+        "--agent-base-port",
+        "0",
+        "--no-frameworks",
+    ];
+    let local = Process::start(dir.path(), "local", args.iter().map(|s| s.to_string()).collect()).await;
+    let mut fw = Framework::subscribe(local.addr, framework_info("e2e", 0.0)).await;
+    let offers = fw.offers().await;
+    fw.launch(&[&offers[0]], vec![shell_task("t1", "exec sleep 300", 0.1, 16.0)])
+        .await;
+    fw.update("t1", TaskState::Running).await;
+    fw.kill("t1").await;
+    fw.update("t1", TaskState::Killed).await;
+}

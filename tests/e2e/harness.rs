@@ -88,7 +88,12 @@ fn spawn_logged(args: &[String], log: &Path) -> Child {
         .append(true)
         .open(log)
         .expect("open log");
-    Command::new(agora_bin())
+    let mut command = Command::new(agora_bin());
+    // Run in the test's own directory, so relative paths stay inside it.
+    if let Some(dir) = log.parent() {
+        command.current_dir(dir);
+    }
+    command
         .args(["--log-format", "json"])
         .args(args)
         .env(
