@@ -95,6 +95,15 @@ enum BenchCommand {
     /// bollard calls) and Swarm on the same engine; report the time until all
     /// run and the ratios.
     Docker(bench::DockerArgs),
+    /// Deploy an app of N `sleep` tasks through the service framework, roll it
+    /// over, kill its tasks' processes from outside; report the times next
+    /// to the same tasks launched through the SDK, and the self-healing
+    /// latency.
+    Service(bench::ServiceArgs),
+    /// Schedule N jobs through the cron framework, run them for M minutes and
+    /// report launch lateness (p50/p99/max) and missed and doubled runs from
+    /// the run history.
+    Cron(bench::CronArgs),
 }
 
 fn init_logging(format: LogFormat) {
@@ -174,6 +183,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Launch(args)) => bench::launch(args).await?,
         Command::Bench(BenchCommand::Cluster(args)) => bench::cluster(args).await?,
         Command::Bench(BenchCommand::Docker(args)) => bench::docker(args).await?,
+        Command::Bench(BenchCommand::Service(args)) => bench::service(args).await?,
+        Command::Bench(BenchCommand::Cron(args)) => bench::cron(args).await?,
         Command::Supervise(_) => anyhow::bail!("supervise is handled before the runtime starts"),
     }
     Ok(())

@@ -135,10 +135,21 @@ async fn session(master: &str, actor: &mpsc::UnboundedSender<Command>) -> Result
         })
         .map_err(|_| SessionError::Stopping)?;
 
-    let heartbeats = tokio::spawn(heartbeat(up, interval));
+    // Aborted however the session ends, also when it is dropped (the agent
+    // shutting down): a leftover task would keep the agent alive to the master.
+    let heartbeats = AbortOnDrop(tokio::spawn(heartbeat(up, interval)));
     let result = relay(&mut down, actor).await;
-    heartbeats.abort();
+    drop(heartbeats);
     result
+}
+
+/// A task that is aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn heartbeat(up: mpsc::UnboundedSender<v1::AgentMessage>, interval: Duration) {

@@ -7,18 +7,26 @@
 //!   frameworks on the SDK.
 //! - `docker` ([`docker`]): N containers through Agora, the raw engine and
 //!   Swarm on the same Docker engine.
+//! - `service` ([`service`]): the service framework's deploy, rolling update
+//!   and self-healing through its REST API, next to an SDK baseline.
+//! - `cron` ([`cron`]): the cron framework's launch lateness, missed and
+//!   doubled runs, from its run history.
 
 mod cluster;
+mod cron;
 mod docker;
 mod framework;
 mod launch;
 mod master_process;
 mod scrape;
+mod service;
 mod sim_agent;
 mod stats;
 mod timeline;
 mod timers;
 
 pub use cluster::{ClusterArgs, cluster};
+pub use cron::{CronArgs, cron};
 pub use docker::{DockerArgs, docker};
 pub use launch::{BenchArgs, launch};
+pub use service::{ServiceArgs, service};

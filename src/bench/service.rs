@@ -136,7 +136,9 @@ impl Report {
         let replaced = LatencySummary::of(self.heals.iter().map(|h| h.replaced).collect());
         let detected = LatencySummary::of(self.heals.iter().filter_map(|h| h.detected).collect());
         let summary_json = |s: Option<LatencySummary>| match s {
-            Some(s) => json!({"p50": millis(s.p50), "p99": millis(s.p99), "max": millis(s.max), "samples": s.samples}),
+            Some(s) => {
+                json!({"p50": millis(s.p50), "p99": millis(s.p99), "max": millis(s.max), "samples": s.samples})
+            }
             None => Value::Null,
         };
         let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
@@ -169,11 +171,25 @@ impl Report {
             "app:          {} × `{}` (cpus {}, mem {} MiB, {kind}), {} agents",
             args.instances, args.command, args.cpus, args.mem, args.agents
         );
-        let fmt = |d: Option<Duration>| d.map_or_else(|| "not measured".to_owned(), |d| format!("{:.3} s", d.as_secs_f64()));
-        println!("(c) baseline, SDK framework subscribed → all RUNNING:  {}", fmt(self.baseline));
-        println!("(a) deploy, POST /v2/apps → all RUNNING:               {}", fmt(self.deploy));
+        let fmt = |d: Option<Duration>| {
+            d.map_or_else(
+                || "not measured".to_owned(),
+                |d| format!("{:.3} s", d.as_secs_f64()),
+            )
+        };
+        println!(
+            "(c) baseline, SDK framework subscribed → all RUNNING:  {}",
+            fmt(self.baseline)
+        );
+        println!(
+            "(a) deploy, POST /v2/apps → all RUNNING:               {}",
+            fmt(self.deploy)
+        );
         if let Some(o) = self.overhead() {
-            println!("    service overhead (a)/(c) − 1:                     {:+.1} % (target < 10 %)", o * 100.0);
+            println!(
+                "    service overhead (a)/(c) − 1:                     {:+.1} % (target < 10 %)",
+                o * 100.0
+            );
         }
         println!(
             "(b) rolling update (minimumHealthCapacity 0.5, maximumOverCapacity 0), PUT → done: {}",
@@ -221,7 +237,10 @@ pub async fn service(args: ServiceArgs) -> anyhow::Result<()> {
         !args.docker || args.cpus >= 0.01,
         "--docker needs --cpus 0.01 or more (Docker's smallest CPU quota)"
     );
-    anyhow::ensure!(args.backoff_seconds >= 0.0, "--backoff-seconds must not be negative");
+    anyhow::ensure!(
+        args.backoff_seconds >= 0.0,
+        "--backoff-seconds must not be negative"
+    );
     let cluster = BenchCluster::start(args.work_dir.as_deref(), args.agents, FrameworkKind::Service).await?;
     let mut app_created = false;
     let result = measure(&args, &cluster, &mut app_created).await;
@@ -257,7 +276,11 @@ fn app_json(args: &ServiceArgs, round: u32) -> Value {
     app
 }
 
-async fn measure(args: &ServiceArgs, cluster: &BenchCluster, app_created: &mut bool) -> anyhow::Result<Report> {
+async fn measure(
+    args: &ServiceArgs,
+    cluster: &BenchCluster,
+    app_created: &mut bool,
+) -> anyhow::Result<Report> {
     let timeout = Duration::from_secs(args.timeout_secs);
     cluster.wait_ready(args.agents, Duration::from_secs(60)).await?;
     cluster.wait_no_live_tasks(None, Duration::from_secs(10)).await?;
@@ -278,11 +301,19 @@ async fn measure(args: &ServiceArgs, cluster: &BenchCluster, app_created: &mut b
     // (a) deploy
     tracing::info!(instances = n, "(a) deploy: POST /v2/apps");
     let began = Instant::now();
-    let (status, body) = send_json(&http, reqwest::Method::POST, &format!("{base}/v2/apps"), &app_json(args, 1)).await?;
+    let (status, body) = send_json(
+        &http,
+        reqwest::Method::POST,
+        &format!("{base}/v2/apps"),
+        &app_json(args, 1),
+    )
+    .await?;
     anyhow::ensure!(status.as_u16() == 201, "POST /v2/apps answered {status}: {body}");
     *app_created = true;
     let done = watch
-        .wait_until(&http, began + timeout, "all instances RUNNING", |w| w.fleet.running() >= n)
+        .wait_until(&http, began + timeout, "all instances RUNNING", |w| {
+            w.fleet.running() >= n
+        })
         .await?;
     report.deploy = Some(done - began);
     watch.verify(&http, n, None).await?;
@@ -306,11 +337,13 @@ async fn measure(args: &ServiceArgs, cluster: &BenchCluster, app_created: &mut b
         watch.awaited_deployment = Some(deployment.clone());
         let done = watch
             .wait_until(&http, began + timeout, "the rolling update", |w| {
-                w.deployment_ended(&deployment) && w.fleet.running() == n && w.fleet.running_of_version(&version) == n
+                w.deployment_ended(&deployment)
+                    && w.fleet.running() == n
+                    && w.fleet.running_of_version(&version) == n
             })
             .await?;
         anyhow::ensure!(
-            watch.failed_deployments.contains(&deployment).not(),
+            !watch.failed_deployments.contains(&deployment),
             "the rolling update's deployment {deployment} failed"
         );
         report.update = Some(done - began);
@@ -377,7 +410,10 @@ async fn heal_once(
         .await?;
     Ok(HealSample {
         replaced: done - began,
-        detected: watch.ended_at.get(&victim).map(|at| at.saturating_duration_since(began)),
+        detected: watch
+            .ended_at
+            .get(&victim)
+            .map(|at| at.saturating_duration_since(began)),
     })
 }
 
@@ -425,20 +461,13 @@ impl Drop for AppWatch {
     }
 }
 
-trait Not {
-    fn not(self) -> bool;
-}
-
-impl Not for bool {
-    fn not(self) -> bool {
-        !self
-    }
-}
-
 impl AppWatch {
     /// Opens `/v2/events` and waits until the stream is attached.
     async fn attach(base: &str, app_id: &str) -> anyhow::Result<Self> {
-        let query: Vec<String> = WANTED_EVENT_TYPES.iter().map(|t| format!("event_type={t}")).collect();
+        let query: Vec<String> = WANTED_EVENT_TYPES
+            .iter()
+            .map(|t| format!("event_type={t}"))
+            .collect();
         let url = format!("{base}/v2/events?{}", query.join("&"));
         // No overall timeout: the stream stays open for the whole benchmark.
         let client = reqwest::Client::new();
@@ -583,7 +612,9 @@ impl AppWatch {
                         return Ok(at);
                     }
                 }
-                Ok(None) => anyhow::bail!("the service framework's event stream ended while waiting for {what}"),
+                Ok(None) => {
+                    anyhow::bail!("the service framework's event stream ended while waiting for {what}")
+                }
                 Err(_) if Instant::now() >= deadline => anyhow::bail!(
                     "timed out waiting for {what}: {} tasks RUNNING",
                     self.fleet.running()
@@ -602,7 +633,12 @@ impl AppWatch {
 
     /// Checks through the REST API that `n` tasks run (all of `version`,
     /// when given) and no deployment is left.
-    async fn verify(&mut self, http: &reqwest::Client, n: usize, version: Option<&str>) -> anyhow::Result<()> {
+    async fn verify(
+        &mut self,
+        http: &reqwest::Client,
+        n: usize,
+        version: Option<&str>,
+    ) -> anyhow::Result<()> {
         let app = self.read_app(http).await?;
         let running = app["tasksRunning"].as_u64().unwrap_or(0);
         anyhow::ensure!(

@@ -7,7 +7,10 @@
 use std::time::Duration;
 
 use agora_sdk::proto::state::{is_terminal, mesos_name};
-use agora_sdk::{Driver, DriverConfig, Filters, OfferId, OfferPool, Resources, Scheduler, Subscribed, TaskBuilder, TaskId, v1};
+use agora_sdk::{
+    Driver, DriverConfig, Filters, OfferId, OfferPool, Resources, Scheduler, Subscribed, TaskBuilder, TaskId,
+    v1,
+};
 use anyhow::Context;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -152,7 +155,10 @@ pub async fn measure(
     };
     let config = DriverConfig::new(vec![cluster.master_addr()?.to_string()], framework);
     let (done_tx, done_rx) = oneshot::channel();
-    let (driver, run) = Driver::start(config, LongRunningTasks::new(total, command.to_owned(), per_task, done_tx));
+    let (driver, run) = Driver::start(
+        config,
+        LongRunningTasks::new(total, command.to_owned(), per_task, done_tx),
+    );
     let outcome = tokio::time::timeout(timeout, done_rx).await;
     let framework_id = driver.framework_id().map(|id| id.to_string());
     if let Err(e) = driver.teardown().await {

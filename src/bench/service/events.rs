@@ -195,11 +195,6 @@ impl Fleet {
         &self.seen
     }
 
-    /// Whether `task_id` was reported in a terminal state.
-    pub fn has_ended(&self, task_id: &str) -> bool {
-        self.ended.contains(task_id)
-    }
-
     /// A killed task is replaced: `victim` is no longer running, a task not
     /// in `known_before` is RUNNING, and `instances` tasks run again.
     pub fn healed(&self, victim: &str, known_before: &HashSet<String>, instances: usize) -> bool {
@@ -288,7 +283,6 @@ mod tests {
         assert_eq!((f.running(), f.running_of_version("v1")), (2, 1));
         f.apply("a", "TASK_FAILED", "v1");
         assert_eq!(f.running_ids(), vec!["b".to_owned()]);
-        assert!(f.has_ended("a"));
     }
 
     #[test]

@@ -59,7 +59,16 @@ impl BenchCluster {
     /// directory when `work_dir` is `None`.
     pub async fn start(work_dir: Option<&Path>, agents: usize, kind: FrameworkKind) -> anyhow::Result<Self> {
         let (work_dir, scratch) = match work_dir {
-            Some(dir) => (dir.to_path_buf(), None),
+            Some(dir) => {
+                let used = std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some());
+                anyhow::ensure!(
+                    !used,
+                    "--work-dir {} is not empty: the frameworks would recover an earlier run's apps or jobs; \
+                     give a new directory",
+                    dir.display()
+                );
+                (dir.to_path_buf(), None)
+            }
             None => {
                 let dir = std::env::temp_dir().join(format!("agora-bench-{}", uuid::Uuid::new_v4().simple()));
                 (dir.clone(), Some(dir))
@@ -176,7 +185,11 @@ impl BenchCluster {
 
     /// Waits until the master knows no live task of `framework_id` (or of
     /// any framework).
-    pub async fn wait_no_live_tasks(&self, framework_id: Option<&str>, timeout: Duration) -> anyhow::Result<()> {
+    pub async fn wait_no_live_tasks(
+        &self,
+        framework_id: Option<&str>,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             let live = self.live_tasks(framework_id).await?;
@@ -223,7 +236,10 @@ impl BenchCluster {
             }
         };
         let mut reaped = 0;
-        for t in tasks.iter().filter(|t| !super::events::is_terminal_state(&t.state)) {
+        for t in tasks
+            .iter()
+            .filter(|t| !super::events::is_terminal_state(&t.state))
+        {
             if let Some(pid) = t.pid
                 && sigkill(pid, !containers).is_ok()
             {
@@ -258,7 +274,10 @@ fn remove_scratch(dir: Option<&Path>) {
 pub async fn get_json(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
     let response = http.get(url).send().await.with_context(|| format!("GET {url}"))?;
     let status = response.status();
-    let body = response.text().await.with_context(|| format!("GET {url}: body"))?;
+    let body = response
+        .text()
+        .await
+        .with_context(|| format!("GET {url}: body"))?;
     anyhow::ensure!(status.is_success(), "GET {url}: {status}: {body}");
     serde_json::from_str(&body).with_context(|| format!("GET {url}: not JSON: {body}"))
 }
@@ -278,7 +297,10 @@ pub async fn send_json(
         .await
         .with_context(|| format!("{method} {url}"))?;
     let status = response.status();
-    let text = response.text().await.with_context(|| format!("{method} {url}: body"))?;
+    let text = response
+        .text()
+        .await
+        .with_context(|| format!("{method} {url}: body"))?;
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
 
@@ -293,5 +315,10 @@ pub fn sigkill(pid: i32, group: bool) -> anyhow::Result<()> {
     } else {
         kill(target, Signal::SIGKILL)
     };
-    result.with_context(|| format!("cannot SIGKILL {}{pid}", if group { "process group " } else { "pid " }))
+    result.with_context(|| {
+        format!(
+            "cannot SIGKILL {}{pid}",
+            if group { "process group " } else { "pid " }
+        )
+    })
 }

@@ -1,6 +1,8 @@
-//! Launch backoff: after a task of an app fails, its next launch waits
-//! `backoffSeconds`, then × `backoffFactor` after every further failure, up
-//! to `maxLaunchDelaySeconds` (Marathon's rate limiter).
+//! Launch backoff on *repeated* failures: the first failure of an app
+//! version is replaced at once (a single crash or an outside kill heals
+//! without waiting); the second waits `backoffSeconds`, each further one
+//! × `backoffFactor`, up to `maxLaunchDelaySeconds` (Marathon's rate limiter,
+//! which also delayed the first replacement).
 
 use std::time::Duration;
 
@@ -22,20 +24,29 @@ pub(crate) struct LaunchDelay {
 }
 
 impl LaunchDelay {
-    /// The delay after the first failure of `app`'s current version at `now`.
+    /// After the first failure of `app`'s current version at `now`: no delay.
     pub fn first(app: &AppDefinition, now: Instant) -> Self {
-        let current = app.backoff().min(app.max_launch_delay());
         Self {
             version: app.version,
-            current,
-            until: now + current,
+            current: Duration::ZERO,
+            until: now,
             failures: 1,
         }
     }
 
-    /// The delay after one more failure at `now`: the previous one ×
-    /// `backoffFactor`, capped at `maxLaunchDelaySeconds`.
+    /// The delay after one more failure at `now`: `backoffSeconds` after the
+    /// second failure, then the previous one × `backoffFactor`, capped at
+    /// `maxLaunchDelaySeconds`.
     pub fn next(&self, app: &AppDefinition, now: Instant) -> Self {
+        if self.current.is_zero() {
+            let current = app.backoff().min(app.max_launch_delay());
+            return Self {
+                version: app.version,
+                current,
+                until: now + current,
+                failures: self.failures.saturating_add(1),
+            };
+        }
         let factor = if app.backoff_factor.is_finite() && app.backoff_factor >= 1.0 {
             app.backoff_factor
         } else {
@@ -90,9 +101,11 @@ mod tests {
         let d3 = d2.next(&app, now);
         let d4 = d3.next(&app, now);
         let d5 = d4.next(&app, now);
-        let secs: Vec<u64> = [d1, d2, d3, d4, d5].iter().map(|d| d.current.as_secs()).collect();
-        assert_eq!(secs, vec![1, 2, 4, 5, 5]);
-        assert_eq!(d5.failures, 5);
-        assert_eq!(d5.until, now + Duration::from_secs(5));
+        let d6 = d5.next(&app, now);
+        let secs: Vec<u64> = [d1, d2, d3, d4, d5, d6].iter().map(|d| d.current.as_secs()).collect();
+        assert_eq!(secs, vec![0, 1, 2, 4, 5, 5], "the first failure is replaced at once");
+        assert_eq!(d6.failures, 6);
+        assert_eq!(d6.until, now + Duration::from_secs(5));
+        assert!(!d1.holds(now));
     }
 }

@@ -315,7 +315,21 @@ fn offers_that_do_not_fit_are_declined_and_reasons_are_queued() {
 }
 
 #[test]
-fn failed_task_is_replaced_after_a_backoff_that_grows_by_the_factor_and_caps() {
+fn a_first_failure_is_replaced_at_once() {
+    let mut h = Harness::new();
+    h.running(AppDefinition {
+        backoff_seconds: 60,
+        ..app("/crash", 1)
+    });
+    let task = h.task_ids("/crash").pop().expect("a task");
+    let step = h.status(&task, v1::TaskState::Failed);
+    assert!(revives(&step), "replacement wanted at once");
+    assert_eq!(h.engine.queue()[0].delay_seconds_left, 0);
+    assert_eq!(launched(&h.offer("host-a")).len(), 1);
+}
+
+#[test]
+fn repeated_failures_are_replaced_after_a_backoff_that_grows_by_the_factor_and_caps() {
     let mut h = Harness::new();
     let def = AppDefinition {
         backoff_seconds: 2,
@@ -324,6 +338,11 @@ fn failed_task_is_replaced_after_a_backoff_that_grows_by_the_factor_and_caps() {
         ..app("/crash", 1)
     };
     h.running(def);
+    // The first failure is replaced at once.
+    let task = h.task_ids("/crash").pop().expect("a task");
+    h.status(&task, v1::TaskState::Failed);
+    assert_eq!(launched(&h.offer("host-a")).len(), 1);
+    h.run_all("/crash");
     let mut delays = Vec::new();
     for _ in 0..4 {
         let task = h.task_ids("/crash").pop().expect("a task");
@@ -375,9 +394,15 @@ fn reset_delay_clears_the_backoff() {
         backoff_seconds: 60,
         ..app("/crash", 1)
     });
-    let task = h.task_ids("/crash").pop().expect("a task");
-    h.status(&task, v1::TaskState::Failed);
-    assert_eq!(h.engine.queue()[0].delay_seconds_left, 60);
+    for _ in 0..2 {
+        let task = h.task_ids("/crash").pop().expect("a task");
+        h.status(&task, v1::TaskState::Failed);
+        if h.engine.queue()[0].delay_seconds_left == 0 {
+            h.offer("host-a");
+            h.run_all("/crash");
+        }
+    }
+    assert_eq!(h.engine.queue()[0].delay_seconds_left, 60, "the second failure waits");
     let step = h.step(Input::Command(Command::ResetDelay(id("/crash"))));
     assert!(matches!(step.reply, Some(Ok(Reply::Done))));
     assert!(revives(&step));
