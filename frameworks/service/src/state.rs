@@ -65,6 +65,7 @@ const APPS: &str = "/service/apps/";
 const VERSIONS: &str = "/service/versions/";
 const DEPLOYMENTS: &str = "/service/deployments/";
 const TASKS: &str = "/service/tasks/";
+const DELAYS: &str = "/service/delays/";
 const FRAMEWORK_ID: &str = "/service/framework-id";
 
 /// The state laid out on a key-value [`agora_store::Store`]:
@@ -72,6 +73,7 @@ const FRAMEWORK_ID: &str = "/service/framework-id";
 /// - `/service/apps/<app>`: the current definition of each app (JSON);
 /// - `/service/versions/<app>/<version>`: every stored version;
 /// - `/service/deployments/<id>`, `/service/tasks/<task id>`: JSON records;
+/// - `/service/delays/<app>`: an app's launch backoff (JSON);
 /// - `/service/framework-id`: the framework id as text.
 ///
 /// `<app>` is the app id without its leading `/`, with `/` written `%2F`
@@ -104,6 +106,10 @@ fn app_key_part(id: &AppId) -> String {
 
 fn app_key(id: &AppId) -> String {
     format!("{APPS}{}", app_key_part(id))
+}
+
+fn delay_key(id: &AppId) -> String {
+    format!("{DELAYS}{}", app_key_part(id))
 }
 
 fn versions_prefix(id: &AppId) -> String {
@@ -155,11 +161,16 @@ impl KvStateStore {
         for (key, value) in self.store.list(TASKS).await? {
             tasks.push(decode(&key, &value)?);
         }
+        let mut delays = Vec::new();
+        for (key, value) in self.store.list(DELAYS).await? {
+            delays.push(decode(&key, &value)?);
+        }
         Ok(Recovered {
             apps,
             versions,
             deployments,
             tasks,
+            delays,
         })
     }
 
@@ -174,6 +185,7 @@ impl KvStateStore {
                 }
                 StateChange::DeleteApp(id) => {
                     batch.push(Write::delete(app_key(&id)));
+                    batch.push(Write::delete(delay_key(&id)));
                     for (key, _) in self.store.list(&versions_prefix(&id)).await? {
                         batch.push(Write::delete(key));
                     }
@@ -196,6 +208,13 @@ impl KvStateStore {
                     batch.push(Write::put(key, encode(&task.task_id, &task)?));
                 }
                 StateChange::DeleteTask(id) => batch.push(Write::delete(format!("{TASKS}{id}"))),
+                StateChange::PutDelay(delay) => {
+                    batch.push(Write::put(
+                        delay_key(&delay.app_id),
+                        encode(&delay.app_id, &delay)?,
+                    ));
+                }
+                StateChange::DeleteDelay(id) => batch.push(Write::delete(delay_key(&id))),
             }
         }
         Ok(batch)
@@ -229,7 +248,7 @@ mod tests {
     use agora_store::{EmbeddedStore, MemoryStore};
 
     use super::*;
-    use crate::engine::{Deployment, TaskRecord, TaskState};
+    use crate::engine::{Deployment, StoredDelay, TaskRecord, TaskState};
     use crate::handle::DeploymentId;
 
     fn id(s: &str) -> AppId {
@@ -280,6 +299,16 @@ mod tests {
         }
     }
 
+    fn delay(app_id: &str) -> StoredDelay {
+        StoredDelay {
+            app_id: id(app_id),
+            version: Some(ts(1)),
+            current_seconds: 1.15,
+            until: ts(100),
+            failures: 2,
+        }
+    }
+
     fn kv(store: impl agora_store::Store) -> KvStateStore {
         KvStateStore::new(Arc::new(store))
     }
@@ -302,10 +331,13 @@ mod tests {
                 StateChange::PutDeployment(running.clone()),
                 StateChange::PutTask(task("web.1", "/shop/web")),
                 StateChange::PutTask(task("web.2", "/shop/web")),
+                StateChange::PutDelay(delay("/shop")),
+                StateChange::PutDelay(delay("/shop/web")),
             ])
             .await
             .expect("apply");
         let loaded = state.load().await.expect("load");
+        assert_eq!(loaded.delays, vec![delay("/shop"), delay("/shop/web")]);
         assert_eq!(loaded.apps.len(), 2);
         assert!(loaded.apps.contains(&web));
         let mut versions: Vec<_> = loaded.versions[&id("/shop/web")]
@@ -336,6 +368,17 @@ mod tests {
         assert_eq!(loaded.versions[&id("/shop/web")].len(), 2);
         assert!(loaded.deployments.is_empty());
         assert_eq!(loaded.tasks, vec![task("web.2", "/shop/web")]);
+        assert_eq!(
+            loaded.delays,
+            vec![delay("/shop/web")],
+            "an app's delay goes with it"
+        );
+
+        state
+            .apply(vec![StateChange::DeleteDelay(id("/shop/web"))])
+            .await
+            .expect("apply");
+        assert!(state.load().await.expect("load").delays.is_empty());
 
         // A version written and the app removed in one batch leaves nothing.
         state

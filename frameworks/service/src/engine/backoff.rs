@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::app::AppDefinition;
+use super::{Now, StoredDelay};
+use crate::app::{AppDefinition, AppId};
 
 /// The launch delay of one app version.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -76,6 +77,28 @@ impl LaunchDelay {
     pub fn holds(&self, now: Instant) -> bool {
         now < self.until
     }
+
+    /// The stored form of `app`'s delay: its end on the wall clock of `now`.
+    pub fn stored(&self, app: &AppId, now: Now) -> StoredDelay {
+        StoredDelay {
+            app_id: app.clone(),
+            version: self.version,
+            current_seconds: self.current.as_secs_f64(),
+            until: now.wall.checked_add(self.left(now.instant)).unwrap_or(now.wall),
+            failures: self.failures,
+        }
+    }
+
+    /// A stored delay, its wall-clock end seen from `now` (a past end holds nothing).
+    pub fn restored(stored: &StoredDelay, now: Now) -> Self {
+        let left = Duration::try_from(stored.until.duration_since(now.wall)).unwrap_or(Duration::ZERO);
+        Self {
+            version: stored.version,
+            current: Duration::try_from_secs_f64(stored.current_seconds).unwrap_or(Duration::ZERO),
+            until: now.instant + left,
+            failures: stored.failures,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -102,10 +125,50 @@ mod tests {
         let d4 = d3.next(&app, now);
         let d5 = d4.next(&app, now);
         let d6 = d5.next(&app, now);
-        let secs: Vec<u64> = [d1, d2, d3, d4, d5, d6].iter().map(|d| d.current.as_secs()).collect();
-        assert_eq!(secs, vec![0, 1, 2, 4, 5, 5], "the first failure is replaced at once");
+        let secs: Vec<u64> = [d1, d2, d3, d4, d5, d6]
+            .iter()
+            .map(|d| d.current.as_secs())
+            .collect();
+        assert_eq!(
+            secs,
+            vec![0, 1, 2, 4, 5, 5],
+            "the first failure is replaced at once"
+        );
         assert_eq!(d6.failures, 6);
         assert_eq!(d6.until, now + Duration::from_secs(5));
         assert!(!d1.holds(now));
+    }
+
+    #[test]
+    fn a_stored_delay_ends_at_the_same_wall_clock_time_after_a_restart() {
+        let app = app(10, 2.0, 300);
+        let before = Now {
+            instant: Instant::now(),
+            wall: jiff::Timestamp::from_second(1_800_000_000).expect("valid"),
+        };
+        let delay = LaunchDelay::first(&app, before.instant)
+            .next(&app, before.instant)
+            .next(&app, before.instant);
+        let stored = delay.stored(&app.id, before);
+        assert_eq!(stored.until, before.wall + Duration::from_secs(20));
+
+        // Restarted 5 s later, on a monotonic clock that starts afresh.
+        let after = Now {
+            instant: Instant::now() + Duration::from_secs(1000),
+            wall: before.wall + Duration::from_secs(5),
+        };
+        let restored = LaunchDelay::restored(&stored, after);
+
+        assert_eq!(restored.left(after.instant), Duration::from_secs(15));
+        assert_eq!((restored.current, restored.failures), (delay.current, 3));
+        assert_eq!(
+            restored.next(&app, after.instant).current,
+            Duration::from_secs(40)
+        );
+        let later = Now {
+            instant: after.instant,
+            wall: before.wall + Duration::from_secs(60),
+        };
+        assert!(!LaunchDelay::restored(&stored, later).holds(later.instant));
     }
 }

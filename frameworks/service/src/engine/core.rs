@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use tokio::time::Instant;
 
 use super::backoff::LaunchDelay;
-use super::{Deployment, EngineConfig, Input, Now, Recovered, Step, TaskRecord};
+use super::{Deployment, EngineConfig, Input, Now, Recovered, Step, StoredDelay, TaskRecord};
 use super::{Effect, StateChange};
 use crate::app::{AppDefinition, AppId};
 use crate::handle::{DeploymentId, ServiceEvent, TaskFailure};
@@ -26,6 +26,8 @@ pub struct Engine {
     pub(super) tasks: BTreeMap<TaskId, TaskRecord>,
     /// Launch backoff per app.
     pub(super) delays: BTreeMap<AppId, LaunchDelay>,
+    /// Stored launch backoffs, until the first step knows the time.
+    pub(super) recovered_delays: Vec<StoredDelay>,
     /// The last task failure per app.
     pub(super) failures: BTreeMap<AppId, TaskFailure>,
     /// Since when each app has instances waiting to be launched.
@@ -116,6 +118,7 @@ impl Engine {
             deployments,
             tasks,
             delays: BTreeMap::new(),
+            recovered_delays: recovered.delays,
             failures: BTreeMap::new(),
             queued_since: BTreeMap::new(),
             unplaced: BTreeMap::new(),
@@ -252,6 +255,19 @@ impl Engine {
         self.tasks.values().filter(move |t| &t.app_id == id)
     }
 
+    /// Sets an app's launch backoff, stored with it.
+    pub(super) fn set_delay(&mut self, app: &AppId, delay: LaunchDelay, now: Now, out: &mut Out) {
+        out.change(StateChange::PutDelay(delay.stored(app, now)));
+        self.delays.insert(app.clone(), delay);
+    }
+
+    /// Clears an app's launch backoff, if it has one, in the store too.
+    pub(super) fn clear_delay(&mut self, app: &AppId, out: &mut Out) {
+        if self.delays.remove(app).is_some() {
+            out.change(StateChange::DeleteDelay(app.clone()));
+        }
+    }
+
     /// A version timestamp for a change at `now`: millisecond precision (as
     /// shown), later than every stored version of `apps`.
     pub(super) fn next_version<'a>(&self, now: Now, apps: impl IntoIterator<Item = &'a AppId>) -> Timestamp {
@@ -272,9 +288,17 @@ impl Engine {
         version
     }
 
-    /// Sets up what recovered state needs once the time is known: timers of
-    /// unreachable tasks, health checks of running tasks, retried kills.
+    /// Sets up what recovered state needs once the time is known: launch
+    /// backoffs, timers of unreachable tasks, health checks of running tasks.
     fn recover(&mut self, now: Now, out: &mut Out) {
+        for stored in std::mem::take(&mut self.recovered_delays) {
+            if self.apps.contains_key(&stored.app_id) {
+                let delay = LaunchDelay::restored(&stored, now);
+                self.delays.insert(stored.app_id, delay);
+            } else {
+                out.change(StateChange::DeleteDelay(stored.app_id));
+            }
+        }
         let ids: Vec<TaskId> = self.tasks.keys().cloned().collect();
         for id in ids {
             let Some(task) = self.tasks.get(&id) else { continue };

@@ -87,7 +87,7 @@ impl Engine {
                 if !self.apps.contains_key(&id) {
                     return Err(app_not_found(&id));
                 }
-                self.delays.remove(&id);
+                self.clear_delay(&id, out);
                 Ok(Reply::Done)
             }
         }
@@ -172,7 +172,7 @@ impl Engine {
                 restart.insert(id.clone());
             }
             if old.and_then(|o| o.version) != new.version {
-                self.delays.remove(&id);
+                self.clear_delay(&id, out);
             }
             let new_version = version_of(&new);
             if let std::collections::btree_map::Entry::Vacant(slot) =
@@ -481,7 +481,7 @@ impl Engine {
         }
         self.apps.remove(id);
         self.versions.remove(id);
-        self.delays.remove(id);
+        self.clear_delay(id, out);
         self.failures.remove(id);
         self.queued_since.remove(id);
         self.unplaced.remove(id);

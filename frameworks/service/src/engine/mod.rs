@@ -13,8 +13,9 @@
 //! [`Effect::Persist`] at the head of a step's effects (write-ahead: the
 //! runtime stores them before it launches or kills anything).
 //!
-//! Decisions worth knowing: launch backoffs are not stored (a restarted
-//! framework starts without delays, as Marathon); the engine keeps each
+//! Decisions worth knowing: launch backoffs are stored with a wall-clock end
+//! (a restarted framework keeps holding a crash-looping app, unlike
+//! Marathon, whose delays live in memory only); the engine keeps each
 //! task's last health verdict (`HealthEvent::Changed`) for deployments and
 //! counts, while the per-check results in `TaskView::health` are merged in
 //! by the runtime from its `HealthMonitor`.
@@ -38,7 +39,7 @@ mod record;
 mod tests;
 
 pub use core::Engine;
-pub use record::{ActionKind, Deployment, DeploymentStepAction, TaskRecord, TaskState};
+pub use record::{ActionKind, Deployment, DeploymentStepAction, StoredDelay, TaskRecord, TaskState};
 
 /// The current time, passed into every step (the engine never reads a clock).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +88,8 @@ pub struct Recovered {
     pub deployments: Vec<Deployment>,
     /// Tasks the framework launched and has not seen end.
     pub tasks: Vec<TaskRecord>,
+    /// Launch backoffs of apps whose tasks kept failing.
+    pub delays: Vec<StoredDelay>,
 }
 
 /// One thing that happened, for the engine to react to.
@@ -254,4 +257,8 @@ pub enum StateChange {
     PutTask(TaskRecord),
     /// Remove a task.
     DeleteTask(TaskId),
+    /// Store an app's launch backoff.
+    PutDelay(StoredDelay),
+    /// Remove an app's launch backoff.
+    DeleteDelay(AppId),
 }

@@ -333,7 +333,7 @@ impl Engine {
             .map(|(app, _)| app.clone())
             .collect();
         for app in stable {
-            self.delays.remove(&app);
+            self.clear_delay(&app, out);
         }
     }
 
@@ -577,7 +577,7 @@ impl Engine {
             Some(d) if d.version == Some(task.version) => d.next(&def, now.instant),
             _ => LaunchDelay::first(&def, now.instant),
         };
-        self.delays.insert(task.app_id.clone(), delay);
+        self.set_delay(&task.app_id, delay, now, out);
     }
 
     /// A health checker's finding.

@@ -162,6 +162,23 @@ impl TaskRecord {
     }
 }
 
+/// An app's launch backoff as stored: it ends at a wall-clock time, so a
+/// restarted framework keeps holding the launches of a crash-looping app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredDelay {
+    /// The app.
+    pub app_id: AppId,
+    /// The app version whose failures it counts.
+    pub version: Option<Timestamp>,
+    /// The delay applied after the last failure, in seconds.
+    pub current_seconds: f64,
+    /// No launch before this.
+    pub until: Timestamp,
+    /// Failures counted.
+    pub failures: u32,
+}
+
 /// What a deployment step does to one app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ActionKind {

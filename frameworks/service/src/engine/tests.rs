@@ -402,12 +402,116 @@ fn reset_delay_clears_the_backoff() {
             h.run_all("/crash");
         }
     }
-    assert_eq!(h.engine.queue()[0].delay_seconds_left, 60, "the second failure waits");
+    assert_eq!(
+        h.engine.queue()[0].delay_seconds_left,
+        60,
+        "the second failure waits"
+    );
     let step = h.step(Input::Command(Command::ResetDelay(id("/crash"))));
     assert!(matches!(step.reply, Some(Ok(Reply::Done))));
     assert!(revives(&step));
     assert_eq!(h.engine.queue()[0].delay_seconds_left, 0);
     assert_eq!(launched(&h.offer("host-a")).len(), 1);
+}
+
+/// The launch delays a step stores.
+fn stored_delays(step: &Step) -> Vec<StoredDelay> {
+    step.effects
+        .iter()
+        .flat_map(|e| match e {
+            Effect::Persist(changes) => changes
+                .iter()
+                .filter_map(|c| match c {
+                    StateChange::PutDelay(d) => Some(d.clone()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_launch_delay_survives_a_restart_of_the_framework() {
+    let mut h = Harness::new();
+    h.running(AppDefinition {
+        backoff_seconds: 60,
+        ..app("/crash", 1)
+    });
+    let mut stored = Vec::new();
+    for _ in 0..2 {
+        let task = h.task_ids("/crash").pop().expect("a task");
+        stored.extend(stored_delays(&h.status(&task, v1::TaskState::Failed)));
+        if h.engine.queue()[0].delay_seconds_left == 0 {
+            h.offer("host-a");
+            h.run_all("/crash");
+        }
+    }
+    let delay = stored.pop().expect("the delay is stored");
+    assert_eq!(delay.until, h.now().wall + Duration::from_secs(60));
+    assert_eq!(delay.failures, 2);
+
+    // A new engine on what was stored, 20 s later (a fresh monotonic clock).
+    let recovered = Recovered {
+        apps: h.engine.apps.values().cloned().collect(),
+        versions: h
+            .engine
+            .versions
+            .iter()
+            .map(|(k, v)| (k.clone(), v.values().cloned().collect()))
+            .collect(),
+        deployments: Vec::new(),
+        tasks: Vec::new(),
+        delays: vec![delay],
+    };
+    let mut restarted = Harness {
+        engine: Engine::new(EngineConfig::default(), recovered),
+        start: Instant::now(),
+        elapsed: h.elapsed + Duration::from_secs(20),
+        offers: 0,
+    };
+    restarted.step(Input::Subscribed {
+        framework_id: "fw-1".into(),
+    });
+
+    assert_eq!(restarted.engine.queue()[0].delay_seconds_left, 40);
+    assert!(launched(&restarted.offer("host-a")).is_empty(), "still held");
+    restarted.advance(Duration::from_secs(40));
+    assert_eq!(
+        launched(&restarted.offer("host-a")).len(),
+        1,
+        "launched when it ends"
+    );
+}
+
+#[test]
+fn a_stored_delay_of_a_removed_app_is_deleted() {
+    let recovered = Recovered {
+        delays: vec![StoredDelay {
+            app_id: id("/gone"),
+            version: None,
+            current_seconds: 1.0,
+            until: jiff::Timestamp::from_second(1_700_000_100).expect("valid"),
+            failures: 2,
+        }],
+        ..Recovered::default()
+    };
+    let mut h = Harness {
+        engine: Engine::new(EngineConfig::default(), recovered),
+        start: Instant::now(),
+        elapsed: Duration::ZERO,
+        offers: 0,
+    };
+
+    let step = h.step(Input::Subscribed {
+        framework_id: "fw-1".into(),
+    });
+
+    let deleted = step.effects.iter().any(|e| {
+        matches!(e, Effect::Persist(changes)
+            if changes.iter().any(|c| matches!(c, StateChange::DeleteDelay(a) if *a == id("/gone"))))
+    });
+    assert!(deleted, "{:?}", step.effects);
 }
 
 #[test]
@@ -1086,6 +1190,7 @@ fn recovered_state_keeps_tasks_and_resumes_the_deployment() {
             .collect(),
         deployments: h.engine.deployments.clone(),
         tasks: h.engine.tasks.values().cloned().collect(),
+        delays: Vec::new(),
     };
     let tasks = h.task_ids("/web");
     let mut engine = Engine::new(EngineConfig::default(), recovered);

@@ -12,7 +12,7 @@ use std::time::Duration;
 use agora_agent::{AgentConfig, AgentError, ContainerizerKind};
 use agora_master::MasterConfig;
 use agora_service::app::{AppDefinition, AppId};
-use agora_service::handle::{ServiceHandle, TaskView};
+use agora_service::handle::{ServiceEvent, ServiceHandle, TaskView};
 use agora_service::runtime::{RuntimeError, Service, ServiceConfig};
 use agora_service::state::{KvStateStore, StateStore};
 use tokio::sync::oneshot;
@@ -207,6 +207,25 @@ impl Cluster {
     /// The work dir of agent `index`.
     pub fn agent_dir_of(&self, index: usize) -> PathBuf {
         self.agents[index].dir.clone()
+    }
+
+    /// The ports agent `index` offers.
+    pub fn agent_ports(&self, index: usize) -> Vec<u16> {
+        let resources = agora_proto::Resources::parse(&self.agents[index].resources).unwrap();
+        let text = resources.to_string();
+        let ranges = text
+            .split(';')
+            .find_map(|r| r.strip_prefix("ports:"))
+            .unwrap_or("[]")
+            .trim_matches(|c| c == '[' || c == ']');
+        ranges
+            .split(',')
+            .filter(|r| !r.is_empty())
+            .flat_map(|range| {
+                let (begin, end) = range.split_once('-').unwrap_or((range, range));
+                begin.trim().parse::<u16>().unwrap()..=end.trim().parse::<u16>().unwrap()
+            })
+            .collect()
     }
 
     /// Which agent (index) has `task_id` in its sandboxes.
@@ -468,4 +487,121 @@ pub async fn serve_http(
         let _ = stopped.await;
     }));
     (base, stop, run)
+}
+
+/// `n` distinct TCP ports that were free on loopback just now (the
+/// listeners are closed again), for agents whose tasks really listen.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let mut ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().unwrap().port()).collect();
+    ports.sort_unstable();
+    ports
+}
+
+/// The sandbox of a task's latest run on the agent with work dir
+/// `agent_dir`: `<agent>/sandboxes/<framework>/<task>/<run>/`.
+pub fn task_sandbox(agent_dir: &Path, task_id: &str) -> Option<PathBuf> {
+    let frameworks = std::fs::read_dir(agent_dir.join("sandboxes")).ok()?;
+    for framework in frameworks.flatten() {
+        let Ok(runs) = std::fs::read_dir(framework.path().join(task_id)) else {
+            continue;
+        };
+        let mut runs: Vec<PathBuf> = runs.flatten().map(|r| r.path()).collect();
+        runs.sort();
+        if let Some(latest) = runs.pop() {
+            return Some(latest);
+        }
+    }
+    None
+}
+
+/// An app from Marathon's JSON (parsed, defaulted and validated as the API does).
+pub fn app_from_json(json: serde_json::Value) -> AppDefinition {
+    AppDefinition::from_json(json.to_string().as_bytes())
+        .unwrap_or_else(|e| panic!("invalid test app {json}: {e:?}"))
+}
+
+/// Every event the service publishes from the moment it is created, kept
+/// in order.
+pub struct EventLog {
+    events: Arc<tokio::sync::Mutex<Vec<ServiceEvent>>>,
+    collector: JoinHandle<()>,
+}
+
+impl EventLog {
+    /// Starts recording the events of `handle`.
+    pub fn record(handle: &ServiceHandle) -> EventLog {
+        let mut receiver = handle.subscribe();
+        let events = Arc::new(tokio::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&events);
+        let collector = tokio::spawn(async move {
+            loop {
+                match receiver.recv().await {
+                    Ok(event) => sink.lock().await.push(event),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        panic!("the event log missed {n} events")
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        EventLog { events, collector }
+    }
+
+    /// The events so far.
+    pub async fn snapshot(&self) -> Vec<ServiceEvent> {
+        self.events.lock().await.clone()
+    }
+
+    /// Waits until an event matches `wanted` and returns it.
+    pub async fn wait_for(&self, what: &str, wanted: impl Fn(&ServiceEvent) -> bool) -> ServiceEvent {
+        let wanted = &wanted;
+        eventually(what, || async move {
+            self.events.lock().await.iter().find(|e| wanted(e)).cloned()
+        })
+        .await
+    }
+}
+
+impl Drop for EventLog {
+    fn drop(&mut self) {
+        self.collector.abort();
+    }
+}
+
+/// The test image (scripts/test-image.sh builds it).
+pub const IMAGE: &str = "agora-test/busybox:latest";
+
+/// Runs the docker CLI; its trimmed stdout.
+pub fn docker(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .expect("Docker tests need the docker CLI and a running engine");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Fails loudly when the engine or the test image is missing.
+pub fn require_docker() {
+    let out = std::process::Command::new("docker")
+        .args(["image", "inspect", IMAGE])
+        .output()
+        .expect("Docker tests need the docker CLI and a running engine");
+    assert!(
+        out.status.success(),
+        "Docker tests need the image {IMAGE} (run scripts/test-image.sh): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Ids of the containers (running or not) the agent with work dir
+/// `agent_dir` labelled as its own.
+pub fn containers_of(agent_dir: &Path) -> Vec<String> {
+    let filter = format!("label=agora.work_dir={}", agent_dir.display());
+    docker(&["ps", "-aq", "--filter", &filter])
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
