@@ -8,7 +8,8 @@
 # root): a Docker Engine if none answers, and the test image
 # agora-test/busybox:latest (scripts/test-image.sh; there is no registry),
 # and the real Marathon and Chronos Python clients the compatibility tests
-# drive (marathon 0.13, chronos-python 1.2.1, from PyPI).
+# drive (marathon 0.13, chronos-python 1.2.1, from PyPI), and Debian's
+# zookeeper package (the HA tests start their own servers from its jars).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,8 +48,20 @@ ensure_python_clients() {
     python3 -m pip install --quiet --disable-pip-version-check 'marathon==0.13.0' 'chronos-python==1.2.1'
 }
 
+# ZooKeeper for the high-availability tests (Debian's package; the tests
+# start their own standalone servers from its jars, see store/src/zk_server.rs).
+ensure_zookeeper() {
+  if [ -f /usr/share/java/zookeeper.jar ] && command -v java >/dev/null 2>&1; then
+    return
+  fi
+  apt_install zookeeper
+}
+
 step "Python clients for the compatibility tests"
 ensure_python_clients
+
+step "ZooKeeper (Debian package) for the HA tests"
+ensure_zookeeper
 
 step "Docker Engine and the test image"
 ensure_docker

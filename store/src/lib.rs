@@ -15,11 +15,19 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
+pub mod election;
 mod embedded;
 mod memory;
+#[cfg(any(test, feature = "zk-server"))]
+pub mod zk_server;
+pub mod zookeeper;
 
+pub use election::{
+    Election, ElectionError, Fence, Leadership, MemoryElection, SharedElection, Term, TermEnd,
+};
 pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
+pub use zookeeper::{ZkElection, ZkOptions, ZkStore, ZkUrl, ZkUrlError};
 
 /// A storage failure. Callers treat every variant as "the write did not
 /// happen" (batches are atomic).
@@ -29,6 +37,12 @@ pub enum StoreError {
     Io(String),
     #[error("storage is corrupt: {0}")]
     Corrupt(String),
+    /// The key (or prefix) is not a valid `/`-separated path.
+    #[error("invalid key {key:?}: {reason}")]
+    InvalidKey { key: String, reason: String },
+    /// The store is bound to a leadership term that has ended: nothing was written.
+    #[error("write refused, this leader was deposed: {0}")]
+    Fenced(String),
 }
 
 /// One change in an atomic batch.
