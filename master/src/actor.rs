@@ -2,11 +2,14 @@
 //! HTTP handlers one at a time, fires the timers, and carries out the effects
 //! of each step (store writes first, in order) before the next.
 
+use std::convert::Infallible;
+
 use agora_proto::v1;
 use agora_proto::{AgentId, FrameworkId, StreamId};
-use agora_store::SharedStore;
+use agora_store::{SharedStore, StoreError, Term};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 use tonic::Status;
 
@@ -86,12 +89,46 @@ impl MasterHandle {
     }
 }
 
+/// Why the actor stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    /// `stop` turned true, or every handle was dropped.
+    Asked,
+    /// The leadership term it served has ended (high availability).
+    TermEnded,
+    /// A registry write was refused because this leader was deposed.
+    Fenced,
+}
+
+/// A running actor: the handle to send it commands and its task.
+pub struct Actor {
+    /// Sends commands to the actor.
+    pub handle: MasterHandle,
+    /// Completes when the actor has stopped and dropped every stream.
+    pub stopped: JoinHandle<Stopped>,
+}
+
 /// Starts the actor on the current runtime. It runs until `stop` turns
 /// true (or every handle is dropped); then it drops every stream.
 pub fn spawn(master: Master, store: SharedStore, stop: watch::Receiver<bool>) -> MasterHandle {
+    spawn_for_term(master, store, stop, None).handle
+}
+
+/// [`spawn`] for a leader: with a `term`, the actor also stops, at once and
+/// before acting further, when the term ends (checked before every command
+/// and every message it sends) or when a registry write is fenced off.
+pub fn spawn_for_term(
+    master: Master,
+    store: SharedStore,
+    stop: watch::Receiver<bool>,
+    term: Option<Term>,
+) -> Actor {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(master, store, rx, stop));
-    MasterHandle { tx }
+    let stopped = tokio::spawn(run(master, store, rx, stop, term));
+    Actor {
+        handle: MasterHandle { tx },
+        stopped,
+    }
 }
 
 async fn run(
@@ -99,9 +136,40 @@ async fn run(
     store: SharedStore,
     mut rx: mpsc::UnboundedReceiver<Command>,
     mut stop: watch::Receiver<bool>,
-) {
+    term: Option<Term>,
+) -> Stopped {
+    // Stopping (or losing the term) cancels whatever step is under way,
+    // store write included: nothing of this term is acted on after it.
+    let stopped = tokio::select! {
+        biased;
+        _ = stop.wait_for(|s| *s) => Stopped::Asked,
+        _ = async {
+            match &term {
+                Some(term) => { term.lost().await; }
+                None => std::future::pending().await,
+            }
+        } => Stopped::TermEnded,
+        result = steps(&mut master, &store, &mut rx, term.as_ref()) => match result {
+            Ok(never) => match never {},
+            Err(stopped) => stopped,
+        },
+    };
+    // Dropping the master drops every agent and framework stream.
+    drop(master);
+    drop(rx);
+    tracing::info!(reason = ?stopped, "master actor stopped");
+    stopped
+}
+
+/// Runs commands and timers until the actor must stop.
+async fn steps(
+    master: &mut Master,
+    store: &SharedStore,
+    rx: &mut mpsc::UnboundedReceiver<Command>,
+    term: Option<&Term>,
+) -> Result<Infallible, Stopped> {
     // Effects of the start-up steps (recovered frameworks), if any.
-    execute(&mut master, &store).await;
+    execute(master, store, term).await?;
     loop {
         let deadline = master.next_deadline();
         // Due timers go before queued commands: under a steady stream of
@@ -110,21 +178,33 @@ async fn run(
         // forward, so this cannot starve the commands in turn.
         tokio::select! {
             biased;
-            _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
             _ = sleep_until(deadline) => {
+                check_term(term)?;
                 master.tick(Instant::now());
-                execute(&mut master, &store).await;
+                execute(master, store, term).await?;
             }
             command = rx.recv() => {
-                let Some(command) = command else { break };
-                handle(&mut master, &store, command).await;
+                let Some(command) = command else { return Err(Stopped::Asked) };
+                check_term(term)?;
+                handle(master, store, term, command).await?;
             }
         }
     }
-    tracing::info!("master actor stopped");
 }
 
-async fn handle(master: &mut Master, store: &SharedStore, command: Command) {
+fn check_term(term: Option<&Term>) -> Result<(), Stopped> {
+    match term {
+        Some(term) if !term.is_current() => Err(Stopped::TermEnded),
+        _ => Ok(()),
+    }
+}
+
+async fn handle(
+    master: &mut Master,
+    store: &SharedStore,
+    term: Option<&Term>,
+    command: Command,
+) -> Result<(), Stopped> {
     let now = Instant::now();
     match command {
         Command::Subscribe {
@@ -134,7 +214,7 @@ async fn handle(master: &mut Master, store: &SharedStore, command: Command) {
             reply,
         } => {
             let result = master.subscribe(info, suppressed_roles, tx, now);
-            execute(master, store).await;
+            execute(master, store, term).await?;
             let _ = reply.send(result);
         }
         Command::FrameworkDisconnected {
@@ -142,11 +222,11 @@ async fn handle(master: &mut Master, store: &SharedStore, command: Command) {
             stream_id,
         } => {
             master.framework_disconnected(&framework_id, &stream_id, now);
-            execute(master, store).await;
+            execute(master, store, term).await?;
         }
         Command::Call { caller, call, reply } => {
             let result = master.call(&caller, call, now);
-            execute(master, store).await;
+            execute(master, store, term).await?;
             let _ = reply.send(result);
         }
         Command::RegisterAgent {
@@ -156,7 +236,7 @@ async fn handle(master: &mut Master, store: &SharedStore, command: Command) {
             reply,
         } => {
             let result = master.register_agent(register, conn_id, tx, now);
-            execute(master, store).await;
+            execute(master, store, term).await?;
             let _ = reply.send(result);
         }
         Command::AgentMessage {
@@ -165,11 +245,11 @@ async fn handle(master: &mut Master, store: &SharedStore, command: Command) {
             message,
         } => {
             master.agent_message(&agent_id, conn_id, message, now);
-            execute(master, store).await;
+            execute(master, store, term).await?;
         }
         Command::AgentDisconnected { agent_id, conn_id } => {
             master.agent_disconnected(&agent_id, conn_id);
-            execute(master, store).await;
+            execute(master, store, term).await?;
         }
         Command::State { reply } => {
             let _ = reply.send(master.state_json());
@@ -180,26 +260,33 @@ async fn handle(master: &mut Master, store: &SharedStore, command: Command) {
         }
         Command::Operator { request, reply } => {
             let result = master.operator(request, now);
-            execute(master, store).await;
+            execute(master, store, term).await?;
             let _ = reply.send(result);
         }
     }
+    Ok(())
 }
 
 /// Carries out the queued effects in order. A failed store write is
 /// logged; the master keeps serving (the registry catches up on the next
-/// write of the same key).
-async fn execute(master: &mut Master, store: &SharedStore) {
+/// write of the same key), unless the write was fenced off: then this
+/// leader was deposed and stops before sending anything more.
+async fn execute(master: &mut Master, store: &SharedStore, term: Option<&Term>) -> Result<(), Stopped> {
     for effect in master.take_effects() {
         match effect {
-            Effect::Persist(batch) => {
-                if let Err(e) = store.write(batch).await {
-                    tracing::error!(error = %e, "cannot write the registry");
+            Effect::Persist(batch) => match store.write(batch).await {
+                Ok(()) => {}
+                Err(StoreError::Fenced(why)) => {
+                    tracing::warn!(%why, "registry write fenced off: this master no longer leads");
+                    return Err(Stopped::Fenced);
                 }
-            }
+                Err(e) => tracing::error!(error = %e, "cannot write the registry"),
+            },
             other => {
+                check_term(term)?;
                 master.deliver(other);
             }
         }
     }
+    Ok(())
 }

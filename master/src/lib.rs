@@ -5,7 +5,8 @@
 //! HTTP (`/health`, `/state`, `/metrics`, the role API `/quota`, `/weights`,
 //! `/roles`) on one port. All mutable state is
 //! owned by one actor ([`cluster::Master`] driven by `actor.rs`); handlers
-//! validate requests and send it commands.
+//! validate requests and send it commands. With `--zk`, several masters
+//! elect one leader through ZooKeeper and keep the registry there ([`ha`]).
 //!
 //! Architecture invariants: the allocator ([`allocator`]) is pure; an ACCEPT
 //! is validated completely ([`validation`]) before any of it takes effect;
@@ -16,6 +17,7 @@ pub mod actor;
 pub mod allocator;
 pub mod cluster;
 pub mod grpc;
+pub mod ha;
 pub mod http;
 pub mod metrics;
 pub mod quota;
@@ -29,7 +31,7 @@ use std::time::Duration;
 use agora_proto::v1;
 use agora_proto::v1::agent_link_server::AgentLinkServer;
 use agora_proto::v1::scheduler_server::SchedulerServer;
-use agora_store::StoreError;
+use agora_store::{StoreError, ZkUrl};
 use prost::Message as _;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
@@ -72,6 +74,33 @@ pub struct MasterConfig {
     /// offered only if they meet at least one.
     #[arg(long, default_value = allocator::DEFAULT_MIN_ALLOCATABLE, value_parser = allocator::MinAllocatable::parse)]
     pub min_allocatable: allocator::MinAllocatable,
+    /// High availability: the ZooKeeper ensemble and root znode, e.g.
+    /// `zk://h1:2181,h2:2181/agora`. Masters started with the same URL elect
+    /// one leader (`/agora/leader`, which publishes its address) and keep the
+    /// registry in ZooKeeper (`/agora/state`; --work-dir is then unused).
+    /// Standbys answer HTTP with 307 to the leader and gRPC with UNAVAILABLE
+    /// naming it in `agora-leader` metadata. Unset: one master, registry in
+    /// --work-dir.
+    #[arg(long, value_parser = ZkUrl::parse)]
+    pub zk: Option<ZkUrl>,
+    /// With --zk: how many master candidates must be present in the election
+    /// before any of them may lead; a leader that sees fewer steps down
+    /// (Mesos' --quorum, adapted: Mesos counts the replicas of its log, here
+    /// ZooKeeper keeps the registry and this counts the masters taking part).
+    /// Use a majority of the masters you run (2 of 3), so a master cut off
+    /// with a minority never leads. At least 1.
+    #[arg(long, default_value_t = 1, requires = "zk", value_parser = clap::value_parser!(u32).range(1..))]
+    pub quorum: u32,
+    /// With --zk: the ZooKeeper session timeout asked for. A leader that has
+    /// not heard from ZooKeeper for half of it stops leading; another master
+    /// is elected after about this long.
+    #[arg(long, default_value = "2s", requires = "zk", value_parser = humantime::parse_duration)]
+    pub zk_session_timeout: Duration,
+    /// With --zk: the `HOST:PORT` other masters send callers to while this
+    /// one leads; default: the address this master listens on (required
+    /// when that is a wildcard such as 0.0.0.0).
+    #[arg(long, requires = "zk")]
+    pub advertise_address: Option<String>,
 }
 
 impl MasterConfig {
@@ -87,6 +116,10 @@ impl MasterConfig {
             allocation_delay: Duration::from_millis(5),
             weights: allocator::RoleWeights::default(),
             min_allocatable: allocator::MinAllocatable::default(),
+            zk: None,
+            quorum: 1,
+            zk_session_timeout: Duration::from_secs(2),
+            advertise_address: None,
         }
     }
 }
@@ -102,6 +135,9 @@ pub enum MasterError {
     Listener(#[source] std::io::Error),
     #[error("the gRPC/HTTP server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A flag's value cannot work; names the flag.
+    #[error("--{flag}: {problem}")]
+    Config { flag: &'static str, problem: String },
 }
 
 /// Store prefix of the agent registry.
@@ -110,22 +146,95 @@ const AGENTS_PREFIX: &str = "/master/agents/";
 const FRAMEWORKS_PREFIX: &str = "/master/frameworks/";
 
 /// Serves gRPC (Scheduler + AgentLink) and HTTP (/health, /state, /metrics)
-/// on `listener` until `shutdown` resolves.
+/// on `listener` until `shutdown` resolves. With `config.zk` set it takes
+/// part in leader election and serves as leader only while elected (see
+/// [`ha`]).
 pub async fn serve(
     config: MasterConfig,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), MasterError> {
+    if config.zk.is_some() {
+        return ha::serve(config, listener, shutdown).await;
+    }
     let store = agora_store::open_embedded(&config.work_dir).map_err(|source| MasterError::OpenStore {
         dir: config.work_dir.clone(),
         source,
     })?;
     let addr = listener.local_addr().map_err(MasterError::Listener)?;
-    let now = tokio::time::Instant::now();
     let metrics = Metrics::new();
     let master_id = uuid::Uuid::new_v4().to_string();
-    let mut master = Master::new(config.clone(), master_id.clone(), metrics.clone(), now);
+    let master = recover(&config, &master_id, &metrics, store.as_ref()).await?;
+    tracing::info!(%addr, %master_id, "master starting; known agents may re-register");
 
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let handle = actor::spawn(master, store, stop_rx);
+    let routes = routes(handle, metrics);
+    let signal = {
+        let stop_tx = stop_tx.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("master shutting down");
+            // Stopping the actor drops every stream, so connections can close.
+            let _ = stop_tx.send(true);
+        }
+    };
+    serve_routes(routes, listener, signal, stop_tx).await
+}
+
+/// The gRPC services and HTTP routes of one running actor.
+fn routes(handle: actor::MasterHandle, metrics: Metrics) -> tonic::service::Routes {
+    tonic::service::Routes::from(http::router(handle.clone(), metrics))
+        .add_service(SchedulerServer::new(grpc::SchedulerService::new(handle.clone())))
+        .add_service(AgentLinkServer::new(grpc::AgentLinkService::new(handle)))
+}
+
+/// Serves `routes` on `listener` until `signal` resolves; returns at the
+/// latest [`SHUTDOWN_GRACE`] after `stopped` turns true. Sets `stopped` on return.
+async fn serve_routes(
+    routes: tonic::service::Routes,
+    listener: tokio::net::TcpListener,
+    signal: impl Future<Output = ()> + Send + 'static,
+    stopped: watch::Sender<bool>,
+) -> Result<(), MasterError> {
+    let incoming = TcpListenerStream::new(listener).map(|stream| {
+        if let Ok(s) = &stream
+            && let Err(e) = s.set_nodelay(true)
+        {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        stream
+    });
+    let server = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, signal);
+    let mut stopped_rx = stopped.subscribe();
+    let result = tokio::select! {
+        r = server => r.map_err(MasterError::from),
+        _ = async {
+            let _ = stopped_rx.wait_for(|s| *s).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!("connections did not close in time; stopping anyway");
+            Ok(())
+        }
+    };
+    let _ = stopped.send(true);
+    result
+}
+
+/// A master with the registry in `store` loaded: frameworks (known but
+/// disconnected until they re-subscribe within their failover timeout),
+/// quota, weights and reservations. Agents are counted; they re-register.
+async fn recover(
+    config: &MasterConfig,
+    master_id: &str,
+    metrics: &Metrics,
+    store: &dyn agora_store::Store,
+) -> Result<Master, MasterError> {
+    let now = tokio::time::Instant::now();
+    let mut master = Master::new(config.clone(), master_id.to_owned(), metrics.clone(), now);
     let frameworks = store
         .list(FRAMEWORKS_PREFIX)
         .await
@@ -136,58 +245,18 @@ pub async fn serve(
             Err(e) => tracing::warn!(%key, error = %e, "skipping an undecodable framework record"),
         }
     }
-    recover_role_policy(&mut master, store.as_ref()).await?;
+    recover_role_policy(&mut master, store).await?;
     let agents = store
         .list(AGENTS_PREFIX)
         .await
         .map_err(MasterError::ReadRegistry)?;
     tracing::info!(
-        %addr,
         %master_id,
         frameworks = frameworks.len(),
         agents = agents.len(),
-        "master starting; known agents may re-register"
+        "registry loaded"
     );
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let handle = actor::spawn(master, store, stop_rx);
-    let routes = tonic::service::Routes::from(http::router(handle.clone(), metrics))
-        .add_service(SchedulerServer::new(grpc::SchedulerService::new(handle.clone())))
-        .add_service(AgentLinkServer::new(grpc::AgentLinkService::new(handle)));
-    let incoming = TcpListenerStream::new(listener).map(|stream| {
-        if let Ok(s) = &stream
-            && let Err(e) = s.set_nodelay(true)
-        {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-        stream
-    });
-    let signal = {
-        let stop_tx = stop_tx.clone();
-        async move {
-            shutdown.await;
-            tracing::info!("master shutting down");
-            // Stopping the actor drops every stream, so connections can close.
-            let _ = stop_tx.send(true);
-        }
-    };
-    let server = tonic::transport::Server::builder()
-        .accept_http1(true)
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, signal);
-    let mut stopped = stop_tx.subscribe();
-    let result = tokio::select! {
-        r = server => r.map_err(MasterError::from),
-        _ = async {
-            let _ = stopped.wait_for(|s| *s).await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => {
-            tracing::warn!("connections did not close in time; stopping anyway");
-            Ok(())
-        }
-    };
-    let _ = stop_tx.send(true);
-    result
+    Ok(master)
 }
 
 /// Loads quota, weights (they override `--weights`) and agents' dynamic

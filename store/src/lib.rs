@@ -17,6 +17,7 @@ use futures::future::BoxFuture;
 
 pub mod election;
 mod embedded;
+pub mod leader;
 mod memory;
 #[cfg(any(test, feature = "zk-server"))]
 pub mod zk_server;
@@ -26,6 +27,10 @@ pub use election::{
     Election, ElectionError, Fence, Leadership, MemoryElection, SharedElection, Term, TermEnd,
 };
 pub use embedded::EmbeddedStore;
+pub use leader::{
+    Endpoints, EndpointsError, LEADER_METADATA, LeaderFinder, LeaderInfo, LeaderInfoError, current_leader,
+    follow, follow_election,
+};
 pub use memory::MemoryStore;
 pub use zookeeper::{ZkElection, ZkOptions, ZkStore, ZkUrl, ZkUrlError};
 
