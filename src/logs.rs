@@ -1,6 +1,6 @@
 //! `agora logs TASK_ID`: prints a task's output wherever it runs (or ran).
 //!
-//! Asks the master's `/state` which agent has the task (live tasks first,
+//! Asks the leading master's `/state` which agent has the task (live tasks first,
 //! then completed ones) and that agent's `http_address`, then streams the
 //! agent's `GET /tasks/{id}/logs` to stdout.
 
@@ -26,7 +26,8 @@ pub struct LogsArgs {
     /// The framework that owns the task, when several frameworks use the same task id.
     #[arg(long)]
     pub framework: Option<String>,
-    /// The master's address (host:port).
+    /// The master: host:port, several comma-separated (tried in turn; a standby's redirect to the
+    /// leader is followed), or zk://host:2181[,host:2181...]/path (the leader elected there).
     #[arg(long, default_value = "127.0.0.1:5050", env = "AGORA_MASTER")]
     pub master: String,
 }
@@ -102,15 +103,7 @@ fn logs_url(args: &LogsArgs, at: &Location) -> anyhow::Result<reqwest::Url> {
 }
 
 pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
-    let state_url = format!("http://{}/state", args.master);
-    let state: Value = reqwest::get(&state_url)
-        .await
-        .with_context(|| format!("cannot reach the master at {state_url}"))?
-        .error_for_status()
-        .with_context(|| format!("{state_url} answered with an error"))?
-        .json()
-        .await
-        .with_context(|| format!("{state_url} did not answer JSON"))?;
+    let state = crate::state::get_from_leader(&args.master, "/state").await?;
     let at = locate(&state, &args.task_id, args.framework.as_deref())?;
     let url = logs_url(&args, &at)?;
     let mut response = reqwest::get(url.clone())

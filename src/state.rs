@@ -1,14 +1,16 @@
-//! `agora state`: a readable summary of a master's `/state`.
+//! `agora state`: a readable summary of the leading master's `/state`.
 
 use std::fmt::Write as _;
 
-use anyhow::Context;
+use agora_store::{Endpoints, ZkOptions};
+use anyhow::{Context, bail};
 use serde_json::Value;
 
 /// Flags of `agora state`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StateArgs {
-    /// The master's address (host:port).
+    /// The master: host:port, several comma-separated (tried in turn; a standby's redirect to the
+    /// leader is followed), or zk://host:2181[,host:2181...]/path (the leader elected there).
     #[arg(long, default_value = "127.0.0.1:5050", env = "AGORA_MASTER")]
     pub master: String,
     /// Print the raw JSON instead of the summary.
@@ -16,16 +18,47 @@ pub struct StateArgs {
     pub json: bool,
 }
 
-pub async fn run(args: StateArgs) -> anyhow::Result<()> {
-    let url = format!("http://{}/state", args.master);
-    let state: Value = reqwest::get(&url)
+/// GETs `path` (e.g. `/state`) as JSON from the leading master named by
+/// `--master`: with `zk://…`, the leader read once from ZooKeeper; with
+/// addresses, each in turn until one answers (a standby's 307 to the leader
+/// is followed; a standby that knows no leader answers 503: next).
+pub async fn get_from_leader(master: &str, path: &str) -> anyhow::Result<Value> {
+    let addresses = match Endpoints::parse(master).with_context(|| format!("--master {master:?}"))? {
+        Endpoints::Addresses(addresses) => addresses,
+        Endpoints::ZooKeeper(url) => {
+            let leader = agora_store::current_leader(&url, ZkOptions::default())
+                .await
+                .with_context(|| format!("cannot read the leading master from {url}"))?;
+            match leader {
+                Some(leader) => vec![leader.address],
+                None => bail!("no master leads in {url} right now (is a master running with --zk {url}?)"),
+            }
+        }
+    };
+    let mut failures = Vec::new();
+    for address in &addresses {
+        let url = format!("http://{address}{path}");
+        match get_json(&url).await {
+            Ok(value) => return Ok(value),
+            Err(e) => failures.push(format!("{e:#}")),
+        }
+    }
+    bail!("no leading master answered: {}", failures.join("; "))
+}
+
+async fn get_json(url: &str) -> anyhow::Result<Value> {
+    reqwest::get(url)
         .await
         .with_context(|| format!("cannot reach the master at {url}"))?
         .error_for_status()
         .with_context(|| format!("{url} answered with an error"))?
         .json()
         .await
-        .with_context(|| format!("{url} did not answer JSON"))?;
+        .with_context(|| format!("{url} did not answer JSON"))
+}
+
+pub async fn run(args: StateArgs) -> anyhow::Result<()> {
+    let state = get_from_leader(&args.master, "/state").await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&state)?);
     } else {
@@ -183,5 +216,99 @@ mod tests {
     fn tolerates_missing_sections() {
         let out = render(&serde_json::json!({}));
         assert!(out.contains("AGENTS (0)"));
+    }
+
+    /// A one-request-per-connection HTTP server answering every request
+    /// with `response`.
+    async fn http_server(response: String) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = conn.write_all(response.as_bytes()).await;
+            }
+        });
+        addr
+    }
+
+    fn reply(status: &str, headers: &str, body: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    async fn leader() -> std::net::SocketAddr {
+        http_server(reply(
+            "200 OK",
+            "Content-Type: application/json\r\n",
+            r#"{"master_id":"leader"}"#,
+        ))
+        .await
+    }
+
+    /// A standby sending callers to `leader`.
+    async fn standby_of(leader: std::net::SocketAddr) -> std::net::SocketAddr {
+        http_server(reply(
+            "307 Temporary Redirect",
+            &format!("Location: http://{leader}/state\r\n"),
+            "",
+        ))
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_standby_s_redirect_to_the_leader_is_followed() {
+        let leader = leader().await;
+        let standby = standby_of(leader).await;
+        let state = get_from_leader(&standby.to_string(), "/state").await.unwrap();
+        assert_eq!(state["master_id"], "leader");
+    }
+
+    #[tokio::test]
+    async fn hosts_are_tried_in_turn_past_one_that_knows_no_leader() {
+        let unsure = http_server(reply("503 Service Unavailable", "", "no leader yet")).await;
+        let leader = leader().await;
+        let state = get_from_leader(&format!("{unsure},{leader}"), "/state")
+            .await
+            .unwrap();
+        assert_eq!(state["master_id"], "leader");
+        let err = get_from_leader(&unsure.to_string(), "/state").await.unwrap_err();
+        assert!(format!("{err:#}").contains("503"), "{err:#}");
+    }
+
+    #[tokio::test]
+    async fn a_zk_url_leads_to_the_leader_elected_there() {
+        use agora_store::{Election, LeaderInfo, ZkElection, ZkUrl};
+        let zk = agora_store::zk_server::ZkServer::launch().await.unwrap();
+        let root = zk.url("/agora");
+        let err = get_from_leader(&root, "/state").await.unwrap_err();
+        assert!(err.to_string().contains("no master leads"), "{err:#}");
+        let leader = leader().await;
+        let election = ZkElection::new(
+            &ZkUrl::parse(&root).unwrap().child("leader").unwrap(),
+            ZkOptions::default(),
+        );
+        let _term = election
+            .campaign(LeaderInfo::new(leader.to_string()).to_bytes())
+            .await
+            .unwrap();
+        let state = get_from_leader(&root, "/state").await.unwrap();
+        assert_eq!(state["master_id"], "leader");
+    }
+
+    #[tokio::test]
+    async fn a_bad_master_flag_names_the_flag() {
+        let err = get_from_leader("zk://h:2181", "/state").await.unwrap_err();
+        assert!(format!("{err:#}").contains("--master"), "{err:#}");
     }
 }

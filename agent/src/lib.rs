@@ -54,7 +54,9 @@ use crate::containerizer::ProcessContainerizer;
 /// Flags of `agora agent`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AgentConfig {
-    /// Master address(es): host:port[,host:port...]; the agent tries them in turn with backoff.
+    /// Master address(es): host:port[,host:port...], tried in turn with backoff (a standby's
+    /// redirect to the leader is followed at once); or zk://host:2181[,host:2181...]/path to
+    /// follow the leader the masters elect in ZooKeeper.
     #[arg(long, value_delimiter = ',', required = true)]
     pub master: Vec<String>,
     /// Address to serve HTTP (/health, /state) on.
@@ -131,6 +133,9 @@ pub enum AgentError {
     /// `--master` named no address.
     #[error("no master address given")]
     NoMaster,
+    /// `--master` is a `zk://` URL that does not parse.
+    #[error("invalid --master: {0}")]
+    MasterUrl(agora_store::ZkUrlError),
     /// `--resources` is not valid.
     #[error("invalid --resources: {0}")]
     Resources(#[from] ResourceError),
@@ -165,15 +170,12 @@ pub async fn run(
     // elsewhere: make it absolute once, here.
     config.work_dir =
         std::path::absolute(&config.work_dir).map_err(|e| AgentError::WorkDir(config.work_dir.clone(), e))?;
-    let masters: Vec<String> = config
-        .master
-        .iter()
-        .map(|m| m.trim().to_owned())
-        .filter(|m| !m.is_empty())
-        .collect();
-    if masters.is_empty() {
-        return Err(AgentError::NoMaster);
-    }
+    // A zk:// URL was split on its commas by clap: `from_list` joins it again.
+    let masters = match agora_store::Endpoints::from_list(&config.master) {
+        Ok(masters) => masters,
+        Err(agora_store::EndpointsError::Empty) => return Err(AgentError::NoMaster),
+        Err(agora_store::EndpointsError::ZkUrl(e)) => return Err(AgentError::MasterUrl(e)),
+    };
     let attributes = host::parse_attributes(config.attributes.as_deref().unwrap_or(""))?;
     let work_err = |e| AgentError::WorkDir(config.work_dir.clone(), e);
     std::fs::create_dir_all(&config.work_dir).map_err(work_err)?;
@@ -244,7 +246,11 @@ pub async fn run(
     let mut agent = Agent::new(settings, work, containerizer.clone(), agent_id, events);
     agent.recover(checkpoints);
     let actor = tokio::spawn(agent.run(command_rx, event_rx));
-    let link = tokio::spawn(link::maintain(masters, commands.clone()));
+    let link = tokio::spawn(link::maintain(
+        masters,
+        agora_store::ZkOptions::default(),
+        commands.clone(),
+    ));
     let monitor = tokio::spawn(monitor::run(
         config.usage_interval,
         containerizer.clone(),

@@ -1,12 +1,16 @@
 //! The agent's connection to the master: dial the masters in turn with
-//! exponential backoff, open the `AgentLink.Attach` stream with a Register
+//! exponential backoff (or the leader published in ZooKeeper, following it
+//! as it changes), open the `AgentLink.Attach` stream with a Register
 //! message, heartbeat, and pass everything the master says to the actor.
-//! Any end of the stream means: reconnect and re-register with the same id.
+//! Any end of the stream means: reconnect and re-register with the same id
+//! and the running tasks. A standby's UNAVAILABLE answer naming the leader
+//! (`agora-leader` metadata) sends the agent there at once.
 
 use std::time::Duration;
 
 use agora_proto::v1;
 use agora_proto::v1::agent_link_client::AgentLinkClient;
+use agora_store::{Endpoints, LEADER_METADATA, LeaderFinder, ZkOptions};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
@@ -35,6 +39,8 @@ enum SessionError {
     UnexpectedAnswer,
     #[error("the agent is stopping")]
     Stopping,
+    #[error("another master was elected leader")]
+    LeaderMoved,
 }
 
 impl SessionError {
@@ -42,6 +48,17 @@ impl SessionError {
     fn is_rejection(&self) -> bool {
         matches!(self, SessionError::Status(s)
             if matches!(s.code(), tonic::Code::NotFound | tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument))
+    }
+
+    /// The leader's address, when a standby answered.
+    fn redirect(&self) -> Option<String> {
+        match self {
+            SessionError::Status(s) if s.code() == tonic::Code::Unavailable => {
+                let leader = s.metadata().get(LEADER_METADATA)?.to_str().ok()?.trim();
+                (!leader.is_empty()).then(|| leader.to_owned())
+            }
+            _ => None,
+        }
     }
 }
 
@@ -55,39 +72,63 @@ fn jittered(wait: Duration) -> Duration {
     wait.mul_f64(rand::random_range(0.8..1.2))
 }
 
-/// Keeps the agent connected to one of `masters` until the actor goes away.
-pub(crate) async fn maintain(masters: Vec<String>, actor: mpsc::UnboundedSender<Command>) {
-    let mut index = 0usize;
+/// Keeps the agent connected to the leading master of `masters` until the
+/// actor goes away (`zk`: the session settings when following ZooKeeper).
+pub(crate) async fn maintain(masters: Endpoints, zk: ZkOptions, actor: mpsc::UnboundedSender<Command>) {
+    let mut finder = LeaderFinder::new(masters, zk);
     let mut backoff = INITIAL_BACKOFF;
     loop {
-        let Some(master) = masters.get(index % masters.len().max(1)).cloned() else {
-            return;
+        let master = finder.next().await;
+        let ended = tokio::select! {
+            ended = session(&master, &actor) => ended,
+            () = finder.leader_moved_from(&master) => Err(SessionError::LeaderMoved),
         };
-        let registered = match session(&master, &actor).await {
+        // `None`: try the next master at once.
+        let wait = match ended {
             Ok(()) => {
                 tracing::warn!(%master, "master closed the stream; reconnecting");
-                true
+                backoff = INITIAL_BACKOFF;
+                Some(backoff)
             }
             Err(SessionError::Stopping) => return,
-            Err(err @ SessionError::Status(_)) if err.is_rejection() => {
-                tracing::error!(%master, %err, "MASTER REJECTED THIS AGENT; tasks keep running, retrying later");
-                false
+            Err(SessionError::LeaderMoved) => {
+                tracing::warn!(%master, "another master was elected leader; re-registering with it");
+                backoff = INITIAL_BACKOFF;
+                None
             }
-            Err(err) => {
-                tracing::warn!(%master, %err, "no session with master");
-                false
-            }
+            Err(err) => match err.redirect() {
+                Some(leader) => {
+                    tracing::info!(%master, %leader, "not the leader; moving to the leader it named");
+                    if finder.redirected(&master, leader) {
+                        None
+                    } else {
+                        backoff = next_backoff(backoff);
+                        Some(backoff)
+                    }
+                }
+                None => {
+                    if err.is_rejection() {
+                        tracing::error!(%master, %err, "MASTER REJECTED THIS AGENT; tasks keep running, retrying later");
+                    } else {
+                        tracing::warn!(%master, %err, "no session with master");
+                    }
+                    finder.failed(&master);
+                    backoff = next_backoff(backoff);
+                    Some(backoff)
+                }
+            },
         };
         if actor.send(Command::Disconnected).is_err() {
             return;
         }
-        if registered {
-            backoff = INITIAL_BACKOFF;
-        } else {
-            index = index.wrapping_add(1);
-            backoff = next_backoff(backoff);
+        if let Some(wait) = wait {
+            tokio::select! {
+                () = tokio::time::sleep(jittered(wait)) => {}
+                // A newly elected leader is worth trying at once.
+                () = finder.leader_moved_from(&master) => {}
+            }
+            finder.settled();
         }
-        tokio::time::sleep(jittered(backoff)).await;
     }
 }
 
@@ -213,5 +254,20 @@ mod tests {
         assert!(SessionError::Status(tonic::Status::failed_precondition("x")).is_rejection());
         assert!(!SessionError::Status(tonic::Status::unavailable("x")).is_rejection());
         assert!(!SessionError::NoAnswer.is_rejection());
+    }
+
+    #[test]
+    fn a_standby_s_answer_names_the_leader() {
+        let mut standby = tonic::Status::unavailable("not the leader; the leader is at h:5050");
+        standby
+            .metadata_mut()
+            .insert(LEADER_METADATA, "h:5050".parse().expect("ascii"));
+        assert_eq!(
+            SessionError::Status(standby).redirect().as_deref(),
+            Some("h:5050")
+        );
+        let no_leader = tonic::Status::unavailable("no leader yet");
+        assert_eq!(SessionError::Status(no_leader).redirect(), None);
+        assert_eq!(SessionError::NoAnswer.redirect(), None);
     }
 }

@@ -241,6 +241,9 @@ impl LeaderFinder {
                 addresses.get(i).cloned().unwrap_or_default()
             }
             Source::Leader(leader) => {
+                if leader.borrow().is_none() {
+                    tracing::info!("no leader known in ZooKeeper yet; waiting for one");
+                }
                 let found = leader
                     .wait_for(Option::is_some)
                     .await

@@ -39,7 +39,7 @@ use tokio::sync::oneshot;
 /// Runs a batch of shell commands on an Agora cluster.
 #[derive(Debug, Parser)]
 struct Args {
-    /// Master address(es), host:port[,host:port...].
+    /// Master address(es), host:port[,host:port...], or zk://host:2181/path to follow the leader.
     #[arg(long, default_value = "127.0.0.1:5050")]
     master: String,
     /// A command to run (repeatable).

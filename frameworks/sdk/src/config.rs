@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_proto::v1;
+use agora_store::ZkOptions;
 
 use crate::FrameworkIdStore;
 
@@ -12,9 +13,14 @@ use crate::FrameworkIdStore;
 /// adjust the public fields.
 #[derive(Clone)]
 pub struct DriverConfig {
-    /// Master addresses as `host:port`, tried in turn until one accepts the
-    /// subscription.
+    /// Where the masters are: addresses as `host:port`, tried in turn until
+    /// one accepts the subscription (a standby's redirect to the leader is
+    /// followed at once), or one `zk://hosts/path` URL, whose elected
+    /// leader the driver follows. Entries are joined with commas before
+    /// parsing, so a `zk://` URL split on its commas works too.
     pub masters: Vec<String>,
+    /// ZooKeeper session settings, used when `masters` is a `zk://` URL.
+    pub zk: ZkOptions,
     /// The framework to subscribe. If `framework.id` is empty, the id is
     /// loaded from `framework_id_store` (if any), else the master assigns
     /// one.
@@ -41,6 +47,7 @@ impl DriverConfig {
     pub fn new(masters: Vec<String>, framework: v1::FrameworkInfo) -> Self {
         Self {
             masters,
+            zk: ZkOptions::default(),
             framework,
             framework_id_store: None,
             missed_heartbeats: 3,
@@ -56,6 +63,7 @@ impl fmt::Debug for DriverConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DriverConfig")
             .field("masters", &self.masters)
+            .field("zk", &self.zk)
             .field("framework", &self.framework)
             .field("framework_id_store", &self.framework_id_store.is_some())
             .field("missed_heartbeats", &self.missed_heartbeats)
@@ -67,8 +75,13 @@ impl fmt::Debug for DriverConfig {
     }
 }
 
-/// Splits a `--master` value, `host:port[,host:port...]`, into addresses.
+/// Splits a `--master` value, `host:port[,host:port...]`, into addresses;
+/// a `zk://h1:2181,h2:2181/path` URL stays whole.
 pub fn split_masters(list: &str) -> Vec<String> {
+    let list = list.trim();
+    if list.starts_with("zk://") {
+        return vec![list.to_owned()];
+    }
     list.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -108,6 +121,14 @@ mod tests {
         assert_eq!(
             split_masters("a:1, b:2,,"),
             vec!["a:1".to_owned(), "b:2".to_owned()]
+        );
+    }
+
+    #[test]
+    fn a_zk_url_is_one_master_source() {
+        assert_eq!(
+            split_masters(" zk://h1:2181,h2:2181/agora "),
+            vec!["zk://h1:2181,h2:2181/agora".to_owned()]
         );
     }
 

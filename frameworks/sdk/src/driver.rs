@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
+use crate::masters::redirect_of;
 use crate::offers::LaunchPlan;
 use crate::subscription::EventLoop;
 use crate::{DriverConfig, Filters, FrameworkIdStore, Scheduler, SdkError};
@@ -28,6 +29,8 @@ pub(crate) enum RunState {
 /// on every call.
 #[derive(Clone)]
 pub(crate) struct Session {
+    /// The master's `host:port`.
+    pub(crate) master: String,
     pub(crate) client: SchedulerClient<Channel>,
     pub(crate) caller: v1::Caller,
 }
@@ -36,6 +39,9 @@ pub(crate) struct Shared {
     pub(crate) session: watch::Sender<Option<Session>>,
     pub(crate) framework_id: watch::Sender<Option<FrameworkId>>,
     pub(crate) state: watch::Sender<RunState>,
+    /// `(master, leader)`: a call to `master` was answered by a standby
+    /// naming `leader`; the event loop moves there.
+    pub(crate) redirect: watch::Sender<Option<(String, String)>>,
     pub(crate) id_store: Option<Arc<dyn FrameworkIdStore>>,
 }
 
@@ -89,6 +95,7 @@ impl Driver {
                 session: watch::Sender::new(None),
                 framework_id: watch::Sender::new(framework_id),
                 state: watch::Sender::new(RunState::Running),
+                redirect: watch::Sender::new(None),
                 id_store: config.framework_id_store.clone(),
             }),
         };
@@ -100,6 +107,11 @@ impl Driver {
     /// the configuration / id store).
     pub fn framework_id(&self) -> Option<FrameworkId> {
         self.shared.framework_id.borrow().clone()
+    }
+
+    /// The `host:port` of the master the driver is subscribed with, if any.
+    pub fn master(&self) -> Option<String> {
+        self.shared.session.borrow().as_ref().map(|s| s.master.clone())
     }
 
     /// Whether the driver is subscribed right now.
@@ -355,6 +367,12 @@ impl Driver {
         f(session.client, session.caller)
             .await
             .map(|_| ())
-            .map_err(|status| SdkError::from_status(&status))
+            .map_err(|status| {
+                if let Some(leader) = redirect_of(&status) {
+                    // The master stepped down: tell the event loop where to go.
+                    self.shared.redirect.send_replace(Some((session.master, leader)));
+                }
+                SdkError::from_status(&status)
+            })
     }
 }

@@ -68,6 +68,13 @@ pub enum SdkError {
 }
 
 impl SdkError {
+    /// True if the same call may succeed when made again, once the driver
+    /// is subscribed (again): the master was unreachable, stepped down, or
+    /// the driver was between subscriptions (e.g. during a master failover).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SdkError::NotConnected)
+    }
+
     /// Converts a gRPC status into an SDK error, without leaking tonic types.
     /// Transport-level failures become [`SdkError::NotConnected`].
     pub(crate) fn from_status(status: &tonic::Status) -> Self {
@@ -112,5 +119,13 @@ mod tests {
     fn unavailable_master_means_not_connected() {
         let err = SdkError::from_status(&tonic::Status::unavailable("connection refused"));
         assert_eq!(err, SdkError::NotConnected);
+        assert!(err.is_retryable());
+    }
+
+    #[test]
+    fn refusals_are_not_retryable() {
+        let err = SdkError::from_status(&tonic::Status::invalid_argument("bad"));
+        assert!(!err.is_retryable());
+        assert!(!SdkError::Stopped.is_retryable());
     }
 }

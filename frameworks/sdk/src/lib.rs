@@ -2,11 +2,15 @@
 //!
 //! Implement [`Scheduler`] (what to do with offers and task updates), then
 //! hand it to [`run`] (or [`Driver::start`]) with a [`DriverConfig`]. The
-//! driver connects to the masters in turn with exponential backoff,
+//! driver connects to the masters in turn with exponential backoff (or, given
+//! `zk://hosts/path`, to the leader the masters elect in ZooKeeper, moving
+//! with it; a standby's redirect to the leader is followed at once),
 //! subscribes, re-subscribes with the same framework id after any
 //! disconnect, notices a silent master by missed heartbeats, acknowledges
 //! status updates, and persists the framework id where you ask
-//! ([`FileIdStore`], [`StoreIdStore`]).
+//! ([`FileIdStore`], [`StoreIdStore`]). Calls that fail because no master
+//! leads right now (e.g. during a failover) fail with an error for which
+//! [`SdkError::is_retryable`] is true.
 //!
 //! [`OfferPool`] and [`TaskBuilder`] help pack many tasks into offers. See
 //! `examples/batch.rs` for a complete framework.
@@ -22,6 +26,7 @@ mod driver;
 mod error;
 mod id_store;
 mod liveness;
+mod masters;
 mod offers;
 mod scheduler;
 mod subscription;

@@ -15,6 +15,8 @@ pub struct Subscribed {
     pub framework_id: FrameworkId,
     /// Identifies the master process; changes when the master restarts.
     pub master_id: String,
+    /// The `host:port` the driver subscribed at.
+    pub master_address: String,
     /// How often the master sends heartbeats on this stream.
     pub heartbeat_interval: Duration,
     /// True when the driver subscribed with an id it already had (after a

@@ -6,6 +6,7 @@ use std::time::Duration;
 use agora_proto::v1::scheduler_client::SchedulerClient;
 use agora_proto::v1::{self, event::Event};
 use agora_proto::{FrameworkId, OfferId, StreamId};
+use agora_store::{Endpoints, LeaderFinder};
 use tokio::sync::watch;
 use tonic::Streaming;
 use tonic::transport::{Channel, Endpoint};
@@ -13,18 +14,32 @@ use tonic::transport::{Channel, Endpoint};
 use crate::backoff::Backoff;
 use crate::driver::{RunState, Session};
 use crate::liveness::Liveness;
+use crate::masters::redirect_of;
 use crate::{Driver, DriverConfig, RejectCode, Scheduler, SdkError, Subscribed};
 
 /// What to do after a subscription ends.
 enum Next {
     /// Connect again (after a backoff delay).
     Reconnect,
+    /// Connect again at once: the leader is known to be elsewhere.
+    ReconnectNow,
     /// The driver is done.
     Exit,
 }
 
+/// How one connection attempt ended, short of giving up.
+enum Attempt {
+    Subscribed(Box<Subscription>),
+    /// A standby named the leader: try it without waiting.
+    RetryNow,
+    /// Try again after a backoff delay.
+    RetryLater,
+}
+
 /// A successful subscription: the event stream and the SUBSCRIBED event.
 struct Subscription {
+    /// The master's `host:port`.
+    address: String,
     client: SchedulerClient<Channel>,
     events: Streaming<v1::Event>,
     subscribed: v1::Subscribed,
@@ -35,8 +50,8 @@ pub(crate) struct EventLoop<S> {
     driver: Driver,
     scheduler: S,
     backoff: Backoff,
-    /// Index into `config.masters` of the master to try next.
-    next_master: usize,
+    /// The master tried last (the one to move away from).
+    last_master: String,
     state: watch::Receiver<RunState>,
 }
 
@@ -49,7 +64,7 @@ impl<S: Scheduler> EventLoop<S> {
             driver,
             scheduler,
             backoff,
-            next_master: 0,
+            last_master: String::new(),
             state,
         }
     }
@@ -71,48 +86,57 @@ impl<S: Scheduler> EventLoop<S> {
     }
 
     async fn run_until_done(&mut self) -> Result<(), SdkError> {
-        self.validate()?;
+        let endpoints = self.validate()?;
         self.load_framework_id().await?;
+        let mut masters = LeaderFinder::new(endpoints, self.config.zk.clone());
         loop {
             if self.stopped() {
                 return Ok(());
             }
             let mut state = self.state.clone();
             let attempt = tokio::select! {
-                a = self.subscribe() => a?,
+                a = self.subscribe(&mut masters) => a?,
                 _ = state.wait_for(|s| *s == RunState::Stopped) => return Ok(()),
             };
-            if let Some(subscription) = attempt {
-                self.backoff.reset();
-                if let Next::Exit = self.serve(subscription).await? {
-                    return Ok(());
+            match attempt {
+                Attempt::Subscribed(subscription) => {
+                    self.backoff.reset();
+                    masters.settled();
+                    match self.serve(*subscription, &mut masters).await? {
+                        Next::Exit => return Ok(()),
+                        Next::ReconnectNow => continue,
+                        Next::Reconnect => {}
+                    }
                 }
+                Attempt::RetryNow => continue,
+                Attempt::RetryLater => {}
             }
             let delay = self.backoff.next_delay();
+            let last = self.last_master.clone();
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
+                // A new leader in ZooKeeper is worth trying at once.
+                () = masters.leader_moved_from(&last) => {}
                 _ = self.state.wait_for(|s| *s == RunState::Stopped) => return Ok(()),
             }
+            masters.settled();
         }
     }
 
-    fn validate(&self) -> Result<(), SdkError> {
-        if self.config.masters.is_empty() {
-            return Err(SdkError::Config("no master address given".into()));
-        }
-        for m in &self.config.masters {
-            if m.starts_with("zk://") {
-                return Err(SdkError::Config(format!(
-                    "{m}: ZooKeeper master discovery is not supported yet; give host:port addresses"
-                )));
+    /// Checks the configuration; returns where the masters are.
+    fn validate(&self) -> Result<Endpoints, SdkError> {
+        let endpoints = Endpoints::from_list(&self.config.masters)
+            .map_err(|e| SdkError::Config(format!("masters: {e}")))?;
+        if let Endpoints::Addresses(addresses) = &endpoints {
+            for m in addresses {
+                Endpoint::from_shared(format!("http://{m}"))
+                    .map_err(|e| SdkError::Config(format!("bad master address {m:?}: {e}")))?;
             }
-            Endpoint::from_shared(format!("http://{m}"))
-                .map_err(|e| SdkError::Config(format!("bad master address {m:?}: {e}")))?;
         }
         if self.config.framework.name.is_empty() {
             return Err(SdkError::Config("framework name must not be empty".into()));
         }
-        Ok(())
+        Ok(endpoints)
     }
 
     /// Takes the framework id from the configuration, else the id store.
@@ -132,12 +156,10 @@ impl<S: Scheduler> EventLoop<S> {
     }
 
     /// One attempt on the next master: connect, subscribe, read SUBSCRIBED.
-    /// `Ok(None)` means try again later; `Err` means give up.
-    async fn subscribe(&mut self) -> Result<Option<Subscription>, SdkError> {
-        let index = self.next_master % self.config.masters.len();
-        let Some(address) = self.config.masters.get(index).cloned() else {
-            return Err(SdkError::Config("no master address given".into()));
-        };
+    /// `Err` means give up.
+    async fn subscribe(&mut self, masters: &mut LeaderFinder) -> Result<Attempt, SdkError> {
+        let address = masters.next().await;
+        self.last_master.clone_from(&address);
         let framework_id = self.driver.framework_id();
         let timeout = self.config.connect_timeout;
         let attempt = tokio::time::timeout(
@@ -146,11 +168,19 @@ impl<S: Scheduler> EventLoop<S> {
         )
         .await;
         match attempt {
-            Ok(Ok(subscription)) => Ok(Some(subscription)),
+            Ok(Ok(subscription)) => Ok(Attempt::Subscribed(Box::new(subscription))),
+            Ok(Err(AttemptError::Redirect(leader))) => {
+                tracing::info!(master = %address, %leader, "not the leader; moving to the leader it named");
+                if masters.redirected(&address, leader) {
+                    Ok(Attempt::RetryNow)
+                } else {
+                    Ok(Attempt::RetryLater)
+                }
+            }
             Ok(Err(AttemptError::Retry(reason))) => {
                 tracing::debug!(master = %address, %reason, "subscription attempt failed");
-                self.next_master = self.next_master.wrapping_add(1);
-                Ok(None)
+                masters.failed(&address);
+                Ok(Attempt::RetryLater)
             }
             Ok(Err(AttemptError::Fatal(e))) => {
                 if let SdkError::Rejected {
@@ -173,8 +203,8 @@ impl<S: Scheduler> EventLoop<S> {
             }
             Err(_) => {
                 tracing::debug!(master = %address, "subscription attempt timed out");
-                self.next_master = self.next_master.wrapping_add(1);
-                Ok(None)
+                masters.failed(&address);
+                Ok(Attempt::RetryLater)
             }
         }
     }
@@ -206,6 +236,9 @@ async fn try_subscribe(
     let mut events = match client.subscribe(request).await {
         Ok(response) => response.into_inner(),
         Err(status) => {
+            if let Some(leader) = redirect_of(&status) {
+                return Err(AttemptError::Redirect(leader));
+            }
             return Err(match SdkError::from_status(&status) {
                 e @ SdkError::Rejected {
                     code: RejectCode::NotFound | RejectCode::InvalidArgument | RejectCode::PermissionDenied,
@@ -219,6 +252,7 @@ async fn try_subscribe(
         Ok(Some(v1::Event {
             event: Some(Event::Subscribed(subscribed)),
         })) => Ok(Subscription {
+            address: address.to_owned(),
             client,
             events,
             subscribed,
@@ -236,8 +270,13 @@ async fn try_subscribe(
 
 impl<S: Scheduler> EventLoop<S> {
     /// Serves one subscription until it ends.
-    async fn serve(&mut self, subscription: Subscription) -> Result<Next, SdkError> {
+    async fn serve(
+        &mut self,
+        subscription: Subscription,
+        masters: &mut LeaderFinder,
+    ) -> Result<Next, SdkError> {
         let Subscription {
+            address,
             client,
             mut events,
             subscribed,
@@ -256,7 +295,10 @@ impl<S: Scheduler> EventLoop<S> {
             .shared
             .framework_id
             .send_replace(Some(framework_id.clone()));
+        let mut redirects = self.driver.shared.redirect.subscribe();
+        redirects.mark_unchanged();
         self.driver.shared.session.send_replace(Some(Session {
+            master: address.clone(),
             client,
             caller: v1::Caller {
                 framework_id: framework_id.to_string(),
@@ -267,10 +309,11 @@ impl<S: Scheduler> EventLoop<S> {
             subscribed.heartbeat_interval_seconds,
             self.config.missed_heartbeats,
         );
-        tracing::info!(%framework_id, %stream_id, master_id = %subscribed.master_id, "subscribed");
+        tracing::info!(%framework_id, %stream_id, master = %address, master_id = %subscribed.master_id, "subscribed");
         let info = Subscribed {
             framework_id,
             master_id: subscribed.master_id,
+            master_address: address.clone(),
             heartbeat_interval: Duration::try_from_secs_f64(subscribed.heartbeat_interval_seconds)
                 .unwrap_or(crate::liveness::DEFAULT_HEARTBEAT_INTERVAL),
             resubscribed: previous.is_some(),
@@ -314,10 +357,21 @@ impl<S: Scheduler> EventLoop<S> {
                     );
                     break Next::Reconnect;
                 }
+                () = masters.leader_moved_from(&address) => {
+                    tracing::warn!(master = %address, "a new leader was elected; re-subscribing with it");
+                    break Next::ReconnectNow;
+                }
+                changed = redirects.changed() => {
+                    let redirect = if changed.is_ok() { redirects.borrow_and_update().clone() } else { None };
+                    if let Some((from, leader)) = redirect.filter(|(from, _)| *from == address) {
+                        tracing::warn!(master = %from, %leader, "the master is no longer the leader; moving");
+                        break if masters.redirected(&from, leader) { Next::ReconnectNow } else { Next::Reconnect };
+                    }
+                }
             }
         };
         self.driver.shared.session.send_replace(None);
-        if let Next::Reconnect = ended {
+        if let Next::Reconnect | Next::ReconnectNow = ended {
             self.scheduler.disconnected(&self.driver).await;
         }
         Ok(ended)
@@ -382,6 +436,8 @@ impl<S: Scheduler> EventLoop<S> {
 
 /// Why one subscription attempt failed.
 enum AttemptError {
+    /// A standby answered; the leader is at this address.
+    Redirect(String),
     /// Worth trying again (possibly another master).
     Retry(String),
     /// Not worth trying again.

@@ -35,6 +35,7 @@ struct State {
     stream: Option<mpsc::Sender<Result<v1::Event, Status>>>,
     stream_id: String,
     refuse_subscribe: Option<Status>,
+    refuse_calls: Option<Status>,
     heartbeat_interval: f64,
     subscriptions_served: u32,
 }
@@ -105,6 +106,18 @@ impl FakeMaster {
         self.service.state.lock().await.refuse_subscribe = Some(status);
     }
 
+    /// Makes every call (not SUBSCRIBE) fail with `status`.
+    pub async fn refuse_calls(&self, status: Status) {
+        self.service.state.lock().await.refuse_calls = Some(status);
+    }
+
+    /// Makes this master a standby of the leader at `leader`: SUBSCRIBE and
+    /// calls are answered UNAVAILABLE naming it, as a real standby does.
+    pub async fn become_standby_of(&self, leader: SocketAddr) {
+        self.refuse_subscriptions(standby_status(leader)).await;
+        self.refuse_calls(standby_status(leader)).await;
+    }
+
     /// The SUBSCRIBE requests received so far.
     pub async fn subscriptions(&self) -> Vec<v1::SubscribeRequest> {
         self.service.state.lock().await.subscriptions.clone()
@@ -138,9 +151,21 @@ impl FakeMaster {
     }
 }
 
+/// What a standby master answers: UNAVAILABLE with `agora-leader` metadata.
+pub fn standby_status(leader: SocketAddr) -> Status {
+    let mut status = Status::unavailable(format!("not the leader; the leader is at {leader}"));
+    status
+        .metadata_mut()
+        .insert(agora_store::LEADER_METADATA, leader.to_string().parse().unwrap());
+    status
+}
+
 impl Service {
     async fn check(&self, caller: Option<&v1::Caller>) -> Result<(), Status> {
         let state = self.state.lock().await;
+        if let Some(status) = state.refuse_calls.clone() {
+            return Err(status);
+        }
         match caller {
             Some(c) if state.stream.is_some() && c.stream_id == state.stream_id => Ok(()),
             _ => Err(Status::failed_precondition("not subscribed on this stream")),
