@@ -2,6 +2,9 @@
 //! [`HealthMonitor`], fed by the SDK driver's callbacks, the API's
 //! [`ServiceHandle`] requests, health events and timers; it carries out the
 //! engine's effects in order. [`serve`] adds the REST API on a listener.
+//! With `--zk`, [`serve`] runs one instance of several ([`serve_elected`]):
+//! the elected one runs the framework on its state in ZooKeeper, the others
+//! forward REST calls to it.
 //!
 //! Architecture invariant: the engine's state changes are stored before any
 //! launch or kill that follows them is sent (write-ahead), and a command is
@@ -15,8 +18,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agora_framework_ha::{Elected, ElectedError};
 use agora_proto::{AgentId, FrameworkId, OfferId, TaskId, v1};
 use agora_sdk::{Driver, DriverConfig, Filters, Scheduler, SdkError, Subscribed};
+use agora_store::{ElectionError, Leadership, SharedElection, ZkOptions, ZkUrl};
 use futures::future::BoxFuture;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -71,9 +76,21 @@ pub struct ServiceConfig {
     /// disconnects (restarts of the framework must be shorter).
     #[arg(long, default_value = "7days", value_parser = humantime::parse_duration)]
     pub failover_timeout: Duration,
-    /// Hostname announced to the master (default: this machine's).
+    /// Hostname announced to the master (default: this machine's); also
+    /// what standbys forward to when `--listen` is a wildcard address.
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Run highly available with the state in ZooKeeper, e.g.
+    /// `zk://h1:2181,h2:2181/agora-service`: instances with the same URL elect
+    /// one that acts (`PATH/leader`, state under `PATH/state`); the others
+    /// forward REST calls to it. Without it: one instance, state in
+    /// `--work-dir`.
+    #[arg(long)]
+    pub zk: Option<ZkUrl>,
+    /// The ZooKeeper session timeout: a leader cut off from ZooKeeper stops
+    /// acting within half of it, and a standby takes over after it.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub zk_session_timeout: Duration,
 }
 
 impl ServiceConfig {
@@ -89,6 +106,8 @@ impl ServiceConfig {
             decline_refuse_seconds: 120.0,
             failover_timeout: DEFAULT_FAILOVER_TIMEOUT,
             hostname: None,
+            zk: None,
+            zk_session_timeout: ZkOptions::default().session_timeout,
         }
     }
 
@@ -106,20 +125,30 @@ impl ServiceConfig {
         }
     }
 
+    /// The masters to subscribe to: `host:port` addresses, or one
+    /// `zk://hosts/path` URL (whose host list the comma split cut apart).
     fn masters(&self) -> Vec<String> {
-        self.master
+        let masters: Vec<String> = self
+            .master
             .iter()
             .map(|m| m.trim().to_owned())
             .filter(|m| !m.is_empty())
-            .collect()
+            .collect();
+        match masters.first() {
+            Some(first) if first.starts_with("zk://") => vec![masters.join(",")],
+            _ => masters,
+        }
+    }
+
+    fn hostname(&self) -> String {
+        self.hostname
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "localhost".to_owned())
     }
 
     fn framework_info(&self, leader: &str) -> v1::FrameworkInfo {
-        let hostname = self
-            .hostname
-            .clone()
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .unwrap_or_else(|| "localhost".to_owned());
+        let hostname = self.hostname();
         v1::FrameworkInfo {
             id: String::new(),
             name: self.name.clone(),
@@ -168,6 +197,22 @@ pub enum RuntimeError {
     /// The listener failed.
     #[error("HTTP server failed: {0}")]
     Http(std::io::Error),
+    /// `--zk` names no usable ZooKeeper path.
+    #[error("--zk: {0}")]
+    ZkUrl(#[from] agora_store::ZkUrlError),
+    /// Taking part in the election of the active instance failed for good.
+    #[error(transparent)]
+    Election(#[from] ElectionError),
+}
+
+impl From<ElectedError<RuntimeError>> for RuntimeError {
+    fn from(e: ElectedError<RuntimeError>) -> Self {
+        match e {
+            ElectedError::Election(e) => RuntimeError::Election(e),
+            ElectedError::Http(e) => RuntimeError::Http(e),
+            ElectedError::Framework(e) => e,
+        }
+    }
 }
 
 /// What the actor owns and the handle's reads look at.
@@ -728,6 +773,72 @@ impl Service {
         }
         result
     }
+
+    /// Stops acting at once, without tearing the framework down: the driver
+    /// makes no more calls and the actor is dropped in the middle of whatever
+    /// it was doing (a write in flight lands whole or not at all). For a
+    /// leader whose term ended: the next leader starts from the store.
+    pub fn halt(mut self) {
+        self.halt_now();
+    }
+
+    fn halt_now(&mut self) {
+        if let Some(driver) = self.driver.take() {
+            driver.stop();
+        }
+        let _ = self.stop.send(true);
+        if let Some(actor) = self.actor.take() {
+            actor.abort();
+        }
+        if let Some(run) = self.driver_run.take() {
+            run.abort();
+        }
+    }
+}
+
+impl Drop for Service {
+    /// A service dropped without [`Service::stop`] halts: no driver or actor
+    /// keeps acting for it in the background.
+    fn drop(&mut self) {
+        self.halt_now();
+    }
+}
+
+/// The service framework as the active instance of one leadership term.
+impl Elected for Service {
+    type Error = RuntimeError;
+
+    fn api(&self) -> axum::Router {
+        crate::api::router(self.handle())
+    }
+
+    async fn stopped(&mut self) -> Result<(), RuntimeError> {
+        Service::stopped(self).await
+    }
+
+    async fn halt(self) {
+        Service::halt(self);
+    }
+
+    async fn stop(self) -> Result<(), RuntimeError> {
+        Service::stop(self).await
+    }
+
+    /// Store failures end the term (another may succeed); a refusal by the
+    /// master, unreadable state or a crash would repeat in every term.
+    fn is_fatal(error: &RuntimeError) -> bool {
+        match error {
+            RuntimeError::Persist(_) | RuntimeError::Recover(StateError::Store(_)) => false,
+            RuntimeError::NoMaster
+            | RuntimeError::OpenStore { .. }
+            | RuntimeError::Recover(_)
+            | RuntimeError::Refused(_)
+            | RuntimeError::Crashed(_)
+            | RuntimeError::Http(_)
+            | RuntimeError::ZkUrl(_)
+            | RuntimeError::Election(_) => true,
+        }
+    }
 }
 
 fn joined(result: Result<Result<(), RuntimeError>, tokio::task::JoinError>) -> Result<(), RuntimeError> {
@@ -741,16 +852,71 @@ fn joined(result: Result<Result<(), RuntimeError>, tokio::task::JoinError>) -> R
 /// REST API on `listener`, until `shutdown` resolves (or the master refuses
 /// the framework, or a state change cannot be stored). Stopping never kills
 /// tasks: the next run on the same work dir picks them up.
+///
+/// With `config.zk`, runs as one instance of several instead (see
+/// [`serve_elected`]), its state in ZooKeeper under `PATH/state` and the
+/// election in `PATH/leader`.
 pub async fn serve(
     config: ServiceConfig,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RuntimeError> {
+    if let Some(url) = config.zk.clone() {
+        let options = ZkOptions {
+            session_timeout: config.zk_session_timeout,
+        };
+        let (election, store_for_term) = agora_framework_ha::on_zookeeper(&url, options)?;
+        let state_for_term = move |leadership: &Leadership| {
+            let store = store_for_term(leadership);
+            async move { Ok(Arc::new(KvStateStore::new(store.await?)) as Arc<dyn StateStore>) }
+        };
+        return serve_elected(config, election, state_for_term, listener, shutdown).await;
+    }
     let store = agora_store::open_embedded(&config.work_dir).map_err(|source| RuntimeError::OpenStore {
         dir: config.work_dir.clone(),
         source,
     })?;
     serve_with_state(config, Arc::new(KvStateStore::new(store)), listener, shutdown).await
+}
+
+/// Runs one instance of a highly available service framework until
+/// `shutdown` resolves: the REST API on `listener`, a candidate in
+/// `election`. Elected, it loads the state afresh from `state_for_term` (a
+/// store bound to that term, so a deposed leader's writes fail), subscribes
+/// with the stored framework id, reconciles and serves; standing by, it
+/// forwards REST calls to the leader. When its term ends it stops acting at
+/// once (tasks keep running) and campaigns again.
+pub async fn serve_elected<F, Fut>(
+    config: ServiceConfig,
+    election: SharedElection,
+    state_for_term: F,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RuntimeError>
+where
+    F: Fn(&Leadership) -> Fut + Send,
+    Fut: Future<Output = Result<Arc<dyn StateStore>, agora_store::StoreError>> + Send,
+{
+    if config.masters().is_empty() {
+        return Err(RuntimeError::NoMaster);
+    }
+    let local = listener.local_addr().map_err(RuntimeError::Http)?;
+    let address = agora_framework_ha::advertised_address(local, &config.hostname());
+    let advertised = address.clone();
+    let start = move |leadership: &Leadership| {
+        let state = state_for_term(leadership);
+        let config = config.clone();
+        let address = advertised.clone();
+        async move {
+            let state = state
+                .await
+                .map_err(|e| RuntimeError::Recover(StateError::Store(e)))?;
+            Service::start(&config, state, address).await
+        }
+    };
+    agora_framework_ha::run_elected(election, address, listener, start, shutdown)
+        .await
+        .map_err(RuntimeError::from)
 }
 
 /// [`serve`] with the state in `state` instead of `config.work_dir`.
@@ -1056,5 +1222,41 @@ mod tests {
         assert_eq!(cli.config.listen, "127.0.0.1:8080".parse().expect("addr"));
         assert_eq!(cli.config.failover_timeout, DEFAULT_FAILOVER_TIMEOUT);
         assert_eq!(cli.config.roles(), vec!["web".to_owned(), "*".to_owned()]);
+    }
+
+    #[test]
+    fn the_command_line_takes_zookeeper_urls_for_the_state_and_the_masters() {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: ServiceConfig,
+        }
+        let cli = Cli::parse_from([
+            "agora-service",
+            "--master",
+            "zk://z1:2181,z2:2181/agora",
+            "--zk",
+            "zk://z1:2181,z2:2181/agora-service",
+            "--zk-session-timeout",
+            "3s",
+        ]);
+        assert_eq!(
+            cli.config.masters(),
+            vec!["zk://z1:2181,z2:2181/agora".to_owned()]
+        );
+        let zk = cli.config.zk.expect("--zk");
+        assert_eq!(zk.hosts, vec!["z1:2181".to_owned(), "z2:2181".to_owned()]);
+        assert_eq!(zk.path, "/agora-service");
+        assert_eq!(cli.config.zk_session_timeout, Duration::from_secs(3));
+
+        let bad = Cli::try_parse_from(["agora-service", "--master", "m:5050", "--zk", "http://z1/x"]);
+        let message = bad.expect_err("refused").to_string();
+        assert!(message.contains("--zk") && message.contains("zk://"), "{message}");
+        let plain = Cli::parse_from(["agora-service", "--master", "m:5050"]);
+        assert_eq!(
+            plain.config.zk, None,
+            "without --zk: one instance on its work dir"
+        );
     }
 }

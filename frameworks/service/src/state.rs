@@ -415,6 +415,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_zookeeper_backend_keeps_the_contract() {
+        let server = agora_store::zk_server::ZkServer::launch()
+            .await
+            .expect("start ZooKeeper");
+        let url = agora_store::ZkUrl::parse(&server.url("/agora-service/state")).expect("url");
+        let store = agora_store::ZkStore::connect(&url, agora_store::ZkOptions::default())
+            .await
+            .expect("connect");
+        contract(&kv(store)).await;
+    }
+
+    #[tokio::test]
+    async fn a_deposed_leaders_writes_are_fenced_and_the_new_leaders_land() {
+        use agora_store::{Election, ZkElection, ZkOptions, ZkStore, ZkUrl};
+        let server = agora_store::zk_server::ZkServer::launch()
+            .await
+            .expect("start ZooKeeper");
+        let root = ZkUrl::parse(&server.url("/agora-service")).expect("url");
+        let leader_url = root.child("leader").expect("url");
+        let (a, b) = (
+            ZkElection::new(&leader_url, ZkOptions::default()),
+            ZkElection::new(&leader_url, ZkOptions::default()),
+        );
+        let state_store = ZkStore::connect(&root.child("state").expect("url"), ZkOptions::default())
+            .await
+            .expect("connect");
+        let a_term = a.campaign(b"a".to_vec()).await.expect("a elected");
+        let a_state = kv(state_store.for_term(&a_term));
+        a_state
+            .apply(vec![StateChange::PutApp(app("/web", 1))])
+            .await
+            .expect("a leads");
+        let b_campaign = tokio::spawn(async move {
+            let term = b.campaign(b"b".to_vec()).await;
+            (b, term)
+        });
+
+        a_term.resign().await;
+        let (_b, b_term) = b_campaign.await.expect("join");
+        let b_term = b_term.expect("b elected");
+        let fenced = a_state.apply(vec![StateChange::PutApp(app("/late", 1))]).await;
+
+        assert!(
+            matches!(fenced, Err(StateError::Store(StoreError::Fenced(_)))),
+            "{fenced:?}"
+        );
+        let b_state = kv(state_store.for_term(&b_term));
+        assert_eq!(b_state.load().await.expect("load").apps, vec![app("/web", 1)]);
+        b_state
+            .apply(vec![StateChange::DeleteApp(id("/web"))])
+            .await
+            .expect("b leads");
+        assert!(b_state.load().await.expect("load").apps.is_empty());
+    }
+
+    #[tokio::test]
     async fn a_batch_with_an_unstorable_change_stores_nothing() {
         let state = kv(MemoryStore::default());
         let mut unversioned = app("/web", 1);
