@@ -212,7 +212,9 @@ impl CronHandle {
         self.ask(|tx| Command::PutJob(Box::new(job), tx)).await?
     }
 
-    /// Deletes a job (its run history too) and kills its running tasks.
+    /// Deletes a job (its run history too) and kills its running tasks. Its children are
+    /// re-wired as Chronos does (they inherit its parents, or its schedule when it was their
+    /// only parent and a scheduled job).
     pub async fn delete_job(&self, name: &JobName) -> Result<()> {
         self.ask(|tx| Command::DeleteJob(name.clone(), tx)).await?
     }

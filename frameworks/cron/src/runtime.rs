@@ -1,6 +1,8 @@
 //! The running cron framework: one actor owns the [`Engine`]; it is fed by the SDK driver's
 //! callbacks, the [`CronHandle`]'s commands and a timer set to [`Engine::next_deadline`], and
 //! carries out the engine's effects in order. [`serve`] adds the REST API on a listener.
+//! With `--zk`, [`serve`] runs one instance of several ([`serve_elected`]): the elected one
+//! runs the framework on its state in ZooKeeper, the others forward REST calls to it.
 //!
 //! Architecture invariant: every change the engine makes is stored before any launch, kill or
 //! acknowledgement that follows it is sent, and a command is answered only after what it
@@ -14,10 +16,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agora_framework_ha::{Elected, ElectedError};
 use agora_proto::{OfferId, v1};
-use agora_sdk::{Driver, DriverConfig, Filters, Scheduler, Subscribed};
+use agora_sdk::{Driver, DriverConfig, Filters, Scheduler, SdkError, Subscribed};
+use agora_store::{ElectionError, Leadership, SharedElection, ZkOptions, ZkUrl};
 use jiff::Timestamp;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::engine::{Effect, Engine, EngineConfig};
@@ -55,9 +60,20 @@ pub struct CronConfig {
     /// (restarts of the framework must be shorter, or running runs are lost).
     #[arg(long, default_value = "7days", value_parser = humantime::parse_duration)]
     pub failover_timeout: Duration,
-    /// Hostname announced to the master (default: this machine's).
+    /// Hostname announced to the master (default: this machine's); also what standbys forward
+    /// to when `--listen` is a wildcard address.
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Run highly available with the state in ZooKeeper, e.g. `zk://h1:2181,h2:2181/agora-cron`:
+    /// instances with the same URL elect one that acts (`PATH/leader`, state under
+    /// `PATH/state`); the others forward REST calls to it. Without it: one instance, state in
+    /// `--work-dir`.
+    #[arg(long)]
+    pub zk: Option<ZkUrl>,
+    /// The ZooKeeper session timeout: a leader cut off from ZooKeeper stops acting within half
+    /// of it, and a standby takes over after it.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub zk_session_timeout: Duration,
     /// Delay before the first retry of a failed run; doubles with each retry.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub retry_backoff: Duration,
@@ -80,6 +96,10 @@ pub struct CronConfig {
     /// (re-)subscription.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub reconcile_interval: Duration,
+    /// How long a running task may stay unknown to a (restarted) master whose agent has not
+    /// re-registered before its run is launched again (Mesos' --agent_reregister_timeout).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub agent_reregister_timeout: Duration,
 }
 
 impl CronConfig {
@@ -94,6 +114,8 @@ impl CronConfig {
             role: "*".to_owned(),
             failover_timeout: DEFAULT_FAILOVER_TIMEOUT,
             hostname: None,
+            zk: None,
+            zk_session_timeout: ZkOptions::default().session_timeout,
             retry_backoff: engine.retry_backoff,
             retry_backoff_max: engine.retry_backoff_max,
             history: engine.history_limit,
@@ -101,7 +123,31 @@ impl CronConfig {
             disable_after_failures: engine.disable_after_failures,
             offer_lead: engine.offer_lead,
             reconcile_interval: Duration::from_secs(300),
+            agent_reregister_timeout: engine.agent_reregister_timeout,
         }
+    }
+
+    /// The masters to subscribe to: `host:port` addresses, or one `zk://hosts/path` URL (whose
+    /// host list the comma split cut apart).
+    fn masters(&self) -> Vec<String> {
+        let masters: Vec<String> = self
+            .master
+            .iter()
+            .map(|m| m.trim().to_owned())
+            .filter(|m| !m.is_empty())
+            .collect();
+        match masters.first() {
+            Some(first) if first.starts_with("zk://") => vec![masters.join(",")],
+            _ => masters,
+        }
+    }
+
+    fn hostname(&self) -> String {
+        self.hostname.clone().unwrap_or_else(|| {
+            hostname::get()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "localhost".to_owned())
+        })
     }
 
     /// The engine's settings from these flags.
@@ -113,6 +159,7 @@ impl CronConfig {
             catch_up_limit: self.catch_up_limit,
             disable_after_failures: self.disable_after_failures,
             offer_lead: self.offer_lead,
+            agent_reregister_timeout: self.agent_reregister_timeout,
             ..EngineConfig::default()
         }
     }
@@ -143,6 +190,22 @@ pub enum RuntimeError {
     /// The listener failed.
     #[error("HTTP server failed: {0}")]
     Http(std::io::Error),
+    /// `--zk` names no usable ZooKeeper path.
+    #[error("--zk: {0}")]
+    ZkUrl(#[from] agora_store::ZkUrlError),
+    /// Taking part in the election of the active instance failed for good.
+    #[error(transparent)]
+    Election(#[from] ElectionError),
+}
+
+impl From<ElectedError<RuntimeError>> for RuntimeError {
+    fn from(e: ElectedError<RuntimeError>) -> Self {
+        match e {
+            ElectedError::Election(e) => RuntimeError::Election(e),
+            ElectedError::Http(e) => RuntimeError::Http(e),
+            ElectedError::Framework(e) => e,
+        }
+    }
 }
 
 /// What the SDK driver reports, forwarded to the actor.
@@ -324,6 +387,9 @@ impl Actor {
                 let result = driver
                     .accept(offer_ids.clone(), tasks.clone(), Filters::refuse(Duration::ZERO))
                     .await;
+                if result.is_ok() {
+                    log_launch_lateness(tasks);
+                }
                 if result.is_err() {
                     // Did the launch reach the master? Ask; an unknown task is launched again.
                     let _ = driver.reconcile(launched).await;
@@ -423,6 +489,204 @@ async fn run_actor(
     }
 }
 
+/// The cron framework without its HTTP server: the actor and the SDK driver on one state.
+pub struct Cron {
+    handle: CronHandle,
+    /// `None` once stopped or halted.
+    driver: Option<Driver>,
+    /// The driver's event loop.
+    driver_task: Option<JoinHandle<Result<(), SdkError>>>,
+    stop: Option<oneshot::Sender<()>>,
+    /// `None` once it has been awaited to its end.
+    actor: Option<JoinHandle<Result<(), RuntimeError>>>,
+}
+
+impl std::fmt::Debug for Cron {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cron")
+            .field("driver", &self.driver)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cron {
+    /// Loads the state from `store`, subscribes to the configured masters (as the stored
+    /// framework id, if any) and starts the actor, which first handles what came due while
+    /// no instance ran. `leader` is the address the REST API is served on.
+    pub async fn start(
+        config: &CronConfig,
+        store: Arc<dyn StateStore>,
+        leader: String,
+    ) -> Result<Cron, RuntimeError> {
+        let masters = config.masters();
+        if masters.is_empty() {
+            return Err(RuntimeError::NoMaster);
+        }
+        let recovered = store.load().await.map_err(RuntimeError::Recover)?;
+        let (engine, problems) = Engine::recover(config.engine_config(), recovered);
+        for (job, problem) in problems {
+            tracing::error!(%job, %problem, "stored job's schedule does not parse; it will not fire");
+        }
+        let framework = v1::FrameworkInfo {
+            name: config.name.clone(),
+            user: std::env::var("USER").unwrap_or_default(),
+            roles: vec![config.role.clone()],
+            failover_timeout_seconds: config.failover_timeout.as_secs_f64(),
+            checkpoint: true,
+            capabilities: vec![v1::FrameworkCapability::PartitionAware as i32],
+            hostname: config.hostname(),
+            webui_url: format!("http://{leader}"),
+            ..Default::default()
+        };
+        let mut driver_config = DriverConfig::new(masters.clone(), framework);
+        driver_config.framework_id_store = Some(store.framework_id_store());
+        driver_config.auto_acknowledge = false;
+
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (driver, driver_task) = Driver::start(driver_config, Forwarder { events: events_tx });
+        let (commands_tx, commands) = mpsc::channel(1024);
+        let handle = CronHandle::new(commands_tx);
+        let actor = Actor {
+            engine,
+            store,
+            driver: driver.clone(),
+            info: CronInfo {
+                framework_id: driver.framework_id().map(|id| id.to_string()),
+                leader,
+                master: masters.join(","),
+            },
+        };
+        let (stop, actor_stop) = oneshot::channel();
+        let actor = tokio::spawn(run_actor(
+            actor,
+            commands,
+            events,
+            actor_stop,
+            config.reconcile_interval,
+        ));
+        Ok(Cron {
+            handle,
+            driver: Some(driver),
+            driver_task: Some(driver_task),
+            stop: Some(stop),
+            actor: Some(actor),
+        })
+    }
+
+    /// The interface the REST API uses.
+    pub fn handle(&self) -> CronHandle {
+        self.handle.clone()
+    }
+
+    /// Waits until the actor ends by itself (a write failed, the master refused the
+    /// framework); at once if it has already ended.
+    pub async fn stopped(&mut self) -> Result<(), RuntimeError> {
+        let Some(actor) = self.actor.as_mut() else {
+            return Ok(());
+        };
+        let result = actor.await;
+        self.actor = None;
+        match result {
+            Ok(result) => result,
+            Err(e) => Err(RuntimeError::Crashed(e.to_string())),
+        }
+    }
+
+    /// Stops without tearing the framework down (its tasks keep running for the failover
+    /// timeout; a start on the same state adopts them) and waits until it stopped.
+    pub async fn stop(mut self) -> Result<(), RuntimeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(driver) = self.driver.take() {
+            driver.stop();
+        }
+        let result = match self.actor.take() {
+            Some(mut actor) => match tokio::time::timeout(Duration::from_secs(5), &mut actor).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(e)) => Err(RuntimeError::Crashed(e.to_string())),
+                Err(_) => {
+                    actor.abort();
+                    Ok(())
+                }
+            },
+            None => Ok(()),
+        };
+        if let Some(task) = self.driver_task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        result
+    }
+
+    /// Stops acting at once, without tearing the framework down: the driver makes no more
+    /// calls and the actor is dropped in the middle of whatever it was doing (a write in
+    /// flight lands whole or not at all). For a leader whose term ended: the next leader
+    /// starts from the store.
+    pub fn halt(mut self) {
+        self.halt_now();
+    }
+
+    fn halt_now(&mut self) {
+        if let Some(driver) = self.driver.take() {
+            driver.stop();
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(actor) = self.actor.take() {
+            actor.abort();
+        }
+        if let Some(task) = self.driver_task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Cron {
+    /// A framework dropped without [`Cron::stop`] halts: no driver or actor keeps acting for
+    /// it in the background.
+    fn drop(&mut self) {
+        self.halt_now();
+    }
+}
+
+/// The cron framework as the active instance of one leadership term.
+impl Elected for Cron {
+    type Error = RuntimeError;
+
+    fn api(&self) -> axum::Router {
+        crate::api::router(self.handle())
+    }
+
+    async fn stopped(&mut self) -> Result<(), RuntimeError> {
+        Cron::stopped(self).await
+    }
+
+    async fn halt(self) {
+        Cron::halt(self);
+    }
+
+    async fn stop(self) -> Result<(), RuntimeError> {
+        Cron::stop(self).await
+    }
+
+    /// Store failures end the term (another may succeed); a refusal by the master,
+    /// unreadable state or a crash would repeat in every term.
+    fn is_fatal(error: &RuntimeError) -> bool {
+        match error {
+            RuntimeError::Persist(_) | RuntimeError::Recover(StateError::Store(_)) => false,
+            RuntimeError::NoMaster
+            | RuntimeError::Open(..)
+            | RuntimeError::Recover(_)
+            | RuntimeError::Refused(_)
+            | RuntimeError::Crashed(_)
+            | RuntimeError::Http(_)
+            | RuntimeError::ZkUrl(_)
+            | RuntimeError::Election(_) => true,
+        }
+    }
+}
+
 /// A cron framework running in this process (see [`start`]).
 #[derive(Debug)]
 pub struct CronFramework {
@@ -469,68 +733,15 @@ pub async fn start(
     config: CronConfig,
     listener: tokio::net::TcpListener,
 ) -> Result<CronFramework, RuntimeError> {
-    let masters: Vec<String> = config
-        .master
-        .iter()
-        .map(|m| m.trim().to_owned())
-        .filter(|m| !m.is_empty())
-        .collect();
-    if masters.is_empty() {
+    if config.masters().is_empty() {
         return Err(RuntimeError::NoMaster);
     }
     let state_dir = config.work_dir.join("state");
     let store =
         KvStateStore::open_embedded(&state_dir).map_err(|e| RuntimeError::Open(state_dir.clone(), e))?;
-    let store: Arc<dyn StateStore> = Arc::new(store);
-    let recovered = store.load().await.map_err(RuntimeError::Recover)?;
-    let (engine, problems) = Engine::recover(config.engine_config(), recovered);
-    for (job, problem) in problems {
-        tracing::error!(%job, %problem, "stored job's schedule does not parse; it will not fire");
-    }
-
     let listen = listener.local_addr().map_err(RuntimeError::Http)?;
-    let hostname = config.hostname.clone().unwrap_or_else(|| {
-        hostname::get()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_else(|_| "localhost".to_owned())
-    });
-    let framework = v1::FrameworkInfo {
-        name: config.name.clone(),
-        user: std::env::var("USER").unwrap_or_default(),
-        roles: vec![config.role.clone()],
-        failover_timeout_seconds: config.failover_timeout.as_secs_f64(),
-        checkpoint: true,
-        capabilities: vec![v1::FrameworkCapability::PartitionAware as i32],
-        hostname,
-        webui_url: format!("http://{listen}"),
-        ..Default::default()
-    };
-    let mut driver_config = DriverConfig::new(masters.clone(), framework);
-    driver_config.framework_id_store = Some(store.framework_id_store());
-    driver_config.auto_acknowledge = false;
-
-    let (events_tx, events) = mpsc::unbounded_channel();
-    let (driver, driver_task) = Driver::start(driver_config, Forwarder { events: events_tx });
-    let (commands_tx, commands) = mpsc::channel(1024);
-    let handle = CronHandle::new(commands_tx);
-    let actor = Actor {
-        engine,
-        store,
-        driver: driver.clone(),
-        info: CronInfo {
-            framework_id: driver.framework_id().map(|id| id.to_string()),
-            leader: listen.to_string(),
-            master: masters.join(","),
-        },
-    };
-    let (stop_actor, actor_stop) = oneshot::channel();
-    let mut actor_task = tokio::spawn(run_actor(
-        actor,
-        commands,
-        events,
-        actor_stop,
-        config.reconcile_interval,
-    ));
+    let mut cron = Cron::start(&config, Arc::new(store), listen.to_string()).await?;
+    let handle = cron.handle();
 
     let (stop_http, http_stop) = oneshot::channel::<()>();
     let http = axum::serve(listener, crate::api::router(handle.clone()))
@@ -545,10 +756,9 @@ pub async fn start(
     let task = tokio::spawn(async move {
         let outcome = tokio::select! {
             _ = stopped => Ok(()),
-            r = &mut actor_task => Err(match r {
-                Ok(Ok(())) => RuntimeError::Crashed("the actor stopped".into()),
-                Ok(Err(e)) => e,
-                Err(e) => RuntimeError::Crashed(e.to_string()),
+            r = cron.stopped() => Err(match r {
+                Ok(()) => RuntimeError::Crashed("the actor stopped".into()),
+                Err(e) => e,
             }),
             r = &mut http_task => Err(match r {
                 Ok(Ok(())) => RuntimeError::Crashed("the HTTP server stopped".into()),
@@ -557,15 +767,10 @@ pub async fn start(
             }),
         };
         let _ = stop_http.send(());
-        let _ = stop_actor.send(());
-        driver.stop();
-        if !actor_task.is_finished() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), &mut actor_task).await;
-        }
+        let _ = cron.stop().await;
         if !http_task.is_finished() {
             let _ = tokio::time::timeout(Duration::from_secs(5), &mut http_task).await;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(5), driver_task).await;
         outcome
     });
     Ok(CronFramework {
@@ -579,15 +784,89 @@ pub async fn start(
 /// Runs the cron framework (see [`start`]) until `shutdown` completes or it fails. Shutdown
 /// stops the driver without tearing the framework down: its tasks keep running for the
 /// failover timeout, and a restart with the same work dir adopts them.
+///
+/// With `config.zk`, runs as one instance of several instead (see [`serve_elected`]), its
+/// state in ZooKeeper under `PATH/state` and the election in `PATH/leader`.
 pub async fn serve(
     config: CronConfig,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RuntimeError> {
+    if let Some(url) = config.zk.clone() {
+        let options = ZkOptions {
+            session_timeout: config.zk_session_timeout,
+        };
+        let (election, store_for_term) = agora_framework_ha::on_zookeeper(&url, options)?;
+        let state_for_term = move |leadership: &Leadership| {
+            let store = store_for_term(leadership);
+            async move { Ok(Arc::new(KvStateStore::new(store.await?)) as Arc<dyn StateStore>) }
+        };
+        return serve_elected(config, election, state_for_term, listener, shutdown).await;
+    }
     let mut framework = start(config, listener).await?;
     tokio::select! {
         _ = shutdown => framework.stop().await,
         r = framework.wait() => r,
+    }
+}
+
+/// Runs one instance of a highly available cron framework until `shutdown` resolves: the
+/// REST API on `listener`, a candidate in `election`. Elected, it loads the state afresh from
+/// `state_for_term` (a store bound to that term, so a deposed leader's writes fail),
+/// subscribes with the stored framework id, reconciles (adopting runs in flight under their
+/// task ids) and runs what came due meanwhile; standing by, it forwards REST calls to the
+/// leader. When its term ends it stops acting at once (tasks keep running) and campaigns
+/// again.
+pub async fn serve_elected<F, Fut>(
+    config: CronConfig,
+    election: SharedElection,
+    state_for_term: F,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RuntimeError>
+where
+    F: Fn(&Leadership) -> Fut + Send,
+    Fut: Future<Output = Result<Arc<dyn StateStore>, agora_store::StoreError>> + Send,
+{
+    if config.masters().is_empty() {
+        return Err(RuntimeError::NoMaster);
+    }
+    let local = listener.local_addr().map_err(RuntimeError::Http)?;
+    let address = agora_framework_ha::advertised_address(local, &config.hostname());
+    let advertised = address.clone();
+    let start = move |leadership: &Leadership| {
+        let state = state_for_term(leadership);
+        let config = config.clone();
+        let address = advertised.clone();
+        async move {
+            let state = state
+                .await
+                .map_err(|e| RuntimeError::Recover(StateError::Store(e)))?;
+            Cron::start(&config, state, address).await
+        }
+    };
+    agora_framework_ha::run_elected(election, address, listener, start, shutdown)
+        .await
+        .map_err(RuntimeError::from)
+}
+
+/// Logs, per task of an ACCEPT the master has taken, how long after its
+/// scheduled instant it was launched (target `agora_cron::launch`, level
+/// debug). Task ids are `<job>.<instant ms>.<seq>.<attempt>`; the instant is
+/// read back from the id, so this needs no state.
+fn log_launch_lateness(tasks: &[v1::TaskInfo]) {
+    if !tracing::enabled!(target: "agora_cron::launch", tracing::Level::DEBUG) {
+        return;
+    }
+    let now = jiff::Timestamp::now();
+    for task in tasks {
+        let mut parts = task.task_id.rsplitn(4, '.');
+        let (_attempt, _seq) = (parts.next(), parts.next());
+        let Some(instant) = parts.next().and_then(|ms| ms.parse::<i64>().ok()) else {
+            continue;
+        };
+        let lateness_ms = now.as_millisecond() - instant;
+        tracing::debug!(target: "agora_cron::launch", task = %task.task_id, lateness_ms, "task launched");
     }
 }
 
@@ -614,6 +893,31 @@ mod tests {
         );
         assert_eq!(format!("{:?}", cli.cron), format!("{expected:?}"));
         assert_eq!(cli.cron.engine_config().retry_backoff, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_flags_take_zookeeper_urls_for_the_state_and_the_masters() {
+        let cli = Cli::parse_from([
+            "cron",
+            "--master",
+            "zk://z1:2181,z2:2181/agora",
+            "--zk",
+            "zk://z1:2181,z2:2181/agora-cron",
+            "--zk-session-timeout",
+            "3s",
+        ]);
+        assert_eq!(cli.cron.masters(), vec!["zk://z1:2181,z2:2181/agora".to_owned()]);
+        let zk = cli.cron.zk.clone().expect("--zk");
+        assert_eq!(zk.hosts, vec!["z1:2181".to_owned(), "z2:2181".to_owned()]);
+        assert_eq!(zk.path, "/agora-cron");
+        assert_eq!(cli.cron.zk_session_timeout, Duration::from_secs(3));
+
+        let bad = Cli::try_parse_from(["cron", "--master", "m:5050", "--zk", "zk://z1"]);
+        let message = bad.expect_err("refused").to_string();
+        assert!(message.contains("--zk") && message.contains("path"), "{message}");
+        let plain = Cli::parse_from(["cron", "--master", "a:1,b:2"]);
+        assert_eq!(plain.cron.masters(), vec!["a:1".to_owned(), "b:2".to_owned()]);
+        assert_eq!(plain.cron.zk, None, "without --zk: one instance on its work dir");
     }
 
     impl Cli {

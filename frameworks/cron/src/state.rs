@@ -352,6 +352,71 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_zookeeper_backend_meets_the_state_contract() {
+        let server = agora_store::zk_server::ZkServer::launch().await.unwrap();
+        let url = agora_store::ZkUrl::parse(&server.url("/agora-cron/state")).unwrap();
+        let store = agora_store::ZkStore::connect(&url, agora_store::ZkOptions::default())
+            .await
+            .unwrap();
+        contract(&KvStateStore::new(Arc::new(store))).await;
+    }
+
+    #[tokio::test]
+    async fn a_deposed_leaders_writes_are_fenced_and_the_new_leaders_land() {
+        use agora_store::{Election, StoreError, ZkElection, ZkOptions, ZkStore, ZkUrl};
+        let server = agora_store::zk_server::ZkServer::launch().await.unwrap();
+        let root = ZkUrl::parse(&server.url("/agora-cron")).unwrap();
+        let leader_url = root.child("leader").unwrap();
+        let (a, b) = (
+            ZkElection::new(&leader_url, ZkOptions::default()),
+            ZkElection::new(&leader_url, ZkOptions::default()),
+        );
+        let state_store = ZkStore::connect(&root.child("state").unwrap(), ZkOptions::default())
+            .await
+            .unwrap();
+        let a_term = a.campaign(b"a".to_vec()).await.unwrap();
+        let a_state = KvStateStore::new(Arc::new(state_store.for_term(&a_term)));
+        let first = job(
+            "first",
+            serde_json::json!({"command": "true", "schedule": "R/2026-01-01T00:00:00Z/PT1M"}),
+            JobKind::Scheduled,
+        );
+        a_state
+            .apply(vec![Change::PutJob(Box::new(first.clone()))])
+            .await
+            .unwrap();
+        let b_campaign = tokio::spawn(async move {
+            let term = b.campaign(b"b".to_vec()).await;
+            (b, term)
+        });
+
+        a_term.resign().await;
+        let (_b, b_term) = b_campaign.await.unwrap();
+        let b_term = b_term.unwrap();
+        let late = job(
+            "late",
+            serde_json::json!({"command": "true", "schedule": "R/2026-01-01T00:00:00Z/PT1M"}),
+            JobKind::Scheduled,
+        );
+        let fenced = a_state.apply(vec![Change::PutJob(Box::new(late))]).await;
+
+        assert!(
+            matches!(fenced, Err(StateError::Store(StoreError::Fenced(_)))),
+            "{fenced:?}"
+        );
+        let b_state = KvStateStore::new(Arc::new(state_store.for_term(&b_term)));
+        assert_eq!(b_state.load().await.unwrap().jobs, vec![(first, Vec::new())]);
+        b_state
+            .apply(vec![Change::DeleteJob {
+                name: JobName::new("first").unwrap(),
+                runs: Vec::new(),
+            }])
+            .await
+            .unwrap();
+        assert!(b_state.load().await.unwrap().jobs.is_empty());
+    }
+
+    #[tokio::test]
     async fn a_corrupt_value_is_an_error_naming_its_key() {
         let store = Arc::new(MemoryStore::new());
         store

@@ -213,3 +213,154 @@ async fn a_restart_in_the_middle_of_runs_adopts_them_and_leaves_no_gap_and_no_du
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_parent_over_rest_hands_its_schedule_to_its_child_for_good() {
+    let mut cluster = Cluster::start().await;
+    cluster.start_cron().await;
+    let url = cluster.cron_url();
+    let client = reqwest::Client::new();
+    let schedule = "R/2099-01-01T00:00:00Z/P1D";
+    for (path, body) in [
+        (
+            "/scheduler/iso8601",
+            json!({"name": "extract", "command": "true", "schedule": schedule,
+                   "scheduleTimeZone": "Asia/Tokyo"}),
+        ),
+        (
+            "/scheduler/dependency",
+            json!({"name": "load", "command": "true", "parents": ["extract"]}),
+        ),
+    ] {
+        let response = client
+            .post(format!("{url}{path}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204, "{path}");
+    }
+    let response = client
+        .delete(format!("{url}/v1/scheduler/job/extract"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+
+    let check = |jobs: serde_json::Value| {
+        let jobs = jobs.as_array().unwrap().clone();
+        assert_eq!(jobs.len(), 1, "{jobs:?}");
+        let load = &jobs[0];
+        assert_eq!(load["name"], "load");
+        assert_eq!(load["schedule"], schedule, "{load}");
+        assert_eq!(load["scheduleTimeZone"], "Asia/Tokyo", "{load}");
+        assert!(
+            load.get("parents")
+                .is_none_or(|p| p.as_array().is_some_and(|p| p.is_empty())),
+            "{load}"
+        );
+    };
+    let jobs: serde_json::Value = client
+        .get(format!("{url}/scheduler/jobs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    check(jobs);
+    let csv = client
+        .get(format!("{url}/scheduler/graph/csv"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!csv.contains("link,"), "{csv}");
+
+    // Stored so: the same after a restart.
+    cluster.stop_cron().await;
+    cluster.start_cron().await;
+    let url = cluster.cron_url();
+    let jobs: serde_json::Value = client
+        .get(format!("{url}/scheduler/jobs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    check(jobs);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_restart_while_the_agent_is_away_neither_doubles_nor_loses_the_run() {
+    let mut cluster = Cluster::start().await;
+    let cron = cluster.start_cron().await;
+    let start = start_in(Duration::from_secs(1));
+    // Chronos' default retries (2): a second launch would show as another attempt.
+    cron.put_job(job(json!({
+        "name": "long", "command": "sleep 8", "schedule": format!("R1/{start}/PT1M"),
+    })))
+    .await
+    .unwrap();
+    wait_until("the run is running", || async {
+        runs(&cron, "long")
+            .await
+            .first()
+            .is_some_and(|r| r.state == RunState::Running && r.exit_code.is_none())
+    })
+    .await;
+    let task = runs(&cron, "long").await[0].task_id.clone().unwrap();
+    wait_until("the agent runs the task", || async {
+        cluster.task_launches(task.as_str()) == 1
+    })
+    .await;
+
+    // The master restarts and the agent is slow to come back: the framework re-subscribes
+    // and reconciles while the master knows no agent, and is told the task is unknown.
+    cluster.stop_agent().await;
+    cluster.stop_master().await;
+    cluster.start_master().await;
+    wait_until("the framework re-subscribed", || async {
+        let Some(state) = cluster.master_state().await else {
+            return false;
+        };
+        state["frameworks"].as_array().is_some_and(|f| {
+            f.iter()
+                .any(|f| f["name"] == "agora-cron" && f["status"] == "connected")
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = runs(&cron, "long").await;
+    assert_eq!(
+        (during.len(), during[0].state, during[0].task_id.as_ref()),
+        (1, RunState::Running, Some(&task)),
+        "the run was given up or relaunched while its agent was away: {during:?}"
+    );
+
+    cluster.start_agent().await;
+    wait_until("the run finished", || async {
+        runs(&cron, "long")
+            .await
+            .first()
+            .is_some_and(|r| r.state.is_terminal())
+    })
+    .await;
+    let history = runs(&cron, "long").await;
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(
+        (history[0].state, history[0].attempt, history[0].task_id.as_ref()),
+        (RunState::Succeeded, 0, Some(&task)),
+        "{history:?}"
+    );
+    assert_eq!(
+        cluster.task_launches(task.as_str()),
+        1,
+        "{task} was launched again"
+    );
+    cluster.shutdown().await;
+}

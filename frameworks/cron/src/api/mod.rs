@@ -14,7 +14,7 @@
 //! - `GET /scheduler/jobs/summary` — Chronos' summary (`{"jobs": [{name, status, state,
 //!   schedule, parents, disabled}]}`) plus Agora's `nextRun` (RFC 3339, `""` when none).
 //! - `GET /scheduler/job/{name}` — one job; `PUT` — run it now (204); `DELETE` — delete it
-//!   and kill its tasks (204).
+//!   and kill its tasks (204); its children are re-wired as Chronos does (see `delete_job`).
 //! - `DELETE /scheduler/task/kill/{name}` — kill the job's running tasks (204).
 //! - `GET /scheduler/job/stat/{name}` — `{"histogram": {…}, "taskStatHistory": […]}`.
 //! - `GET /scheduler/stats/{99thPercentile|98thPercentile|95thPercentile|75thPercentile|median|mean}`
@@ -264,6 +264,18 @@ async fn run_job(State(handle): State<CronHandle>, Path(name): Path<String>) -> 
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `DELETE /scheduler/job/{name}`: deletes the job with its run history and kills its tasks;
+/// 204, or 404 for an unknown job. A job with children can be deleted, and its children are
+/// re-wired in the same stored change, as Chronos' `JobManagementResource.delete` does:
+/// - the children of a dependent job get its parents in its place (`a → b → c`, delete `b`:
+///   `a → c`);
+/// - a child whose only parent was a scheduled job becomes a scheduled job with that job's
+///   `schedule` and `scheduleTimeZone` (same instants, from now on);
+/// - a child of a scheduled job that has other parents too just loses the deleted one (here
+///   Agora departs from Chronos, which made such a child a scheduled job and dropped its
+///   other parents).
+///
+/// No child is left dangling with a parent that does not exist.
 async fn delete_job(State(handle): State<CronHandle>, Path(name): Path<String>) -> ApiResult<StatusCode> {
     handle.delete_job(&job_name(&name)?).await?;
     Ok(StatusCode::NO_CONTENT)

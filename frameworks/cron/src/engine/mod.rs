@@ -13,9 +13,31 @@
 //! a restart the runs found Pending/Running are reconciled with the master under the same
 //! task ids instead of being launched again:
 //! - the master knows the task → adopted (its updates flow as usual);
-//! - the master does not know it (the launch never reached it) → launched once more with the
-//!   same task id (at most [`MAX_RELAUNCHES`] times, then it counts as a failed attempt);
+//! - the master does not know it → launched once more with the same task id (at most
+//!   [`MAX_RELAUNCHES`] times, then it counts as a failed attempt), but only when that answer
+//!   is definitive (below);
 //! - it ended while we were down → the agent re-sends the terminal update and it is recorded.
+//!
+//! When "unknown" is definitive: a restarted master knows a task only once its agent has
+//! re-registered and reported it, and answers "unknown" for every task of an agent that has not
+//! re-registered yet (Mesos answers nothing then, and TASK_UNREACHABLE once its
+//! `--agent_reregister_timeout` passed). So an unknown answer relaunches a run only when the
+//! current master has shown that it knows the run's agent (an offer or an agent's update from
+//! it since the latest subscription: the answer, later on the same ordered stream, was made
+//! after the agent re-registered), or when the agent has not shown up for
+//! [`EngineConfig::agent_reregister_timeout`] since the first unknown answer. Until then the
+//! run stays Running, *in doubt*: reconciled again with backoff, again at once when its agent
+//! shows up, and offers are kept revived so that it can. A DROPPED update (the master refused
+//! the launch) is definitive too.
+//!
+//! `startingDeadlineSeconds` bounds the time from a scheduled instant to the launch of its
+//! first attempt: an instant handled too late, or a run still waiting for an offer at its
+//! deadline, is recorded as Skipped, never launched late.
+//!
+//! Deleting a job that has children re-wires them as Chronos does: the children of a dependent
+//! job inherit its parents; a child whose only parent was a scheduled job takes over that
+//! job's schedule (and time zone). Unlike Chronos, a child of a scheduled job that has other
+//! parents too just loses the deleted one (Chronos made it a scheduled job, dropping them).
 //!
 //! Missed instants (the framework was down): each one is run once, oldest first, as
 //! [`Trigger::CatchUp`], unless `startingDeadlineSeconds` says it is too late (then a
@@ -28,7 +50,7 @@ mod placement;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use agora_proto::state::is_terminal;
@@ -69,7 +91,17 @@ pub struct EngineConfig {
     pub disable_after_failures: u64,
     /// Lateness samples (scheduled instant → launch) kept for `/metrics`.
     pub lateness_samples: usize,
+    /// How long a launched task may stay unknown to the master while its agent has not shown
+    /// that it re-registered, before its run is launched again (Mesos'
+    /// `--agent_reregister_timeout`).
+    pub agent_reregister_timeout: Duration,
+    /// First delay before a task in doubt is reconciled again; doubles up to
+    /// [`RECONCILE_RETRY_MAX`].
+    pub reconcile_retry: Duration,
 }
+
+/// Longest delay between two reconciliations of a task in doubt.
+pub const RECONCILE_RETRY_MAX: Duration = Duration::from_secs(30);
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -83,6 +115,8 @@ impl Default for EngineConfig {
             decline_refuse: Duration::from_secs(3600),
             disable_after_failures: 0,
             lateness_samples: 10_000,
+            agent_reregister_timeout: Duration::from_secs(600),
+            reconcile_retry: Duration::from_secs(1),
         }
     }
 }
@@ -255,6 +289,17 @@ impl JobEntry {
     }
 }
 
+/// A launched task the master answered "unknown" for before its agent showed up.
+#[derive(Debug, Clone, Copy)]
+struct Doubt {
+    /// The first unknown answer.
+    since: Timestamp,
+    /// Reconciliations sent since (for the backoff).
+    retries: u32,
+    /// When to reconcile it again.
+    recheck_at: Timestamp,
+}
+
 /// Lateness figures and counters for `/metrics`.
 #[derive(Debug, Default)]
 struct Counters {
@@ -272,6 +317,8 @@ pub struct Engine {
     offers: Vec<v1::Offer>,
     /// Whether offers are suppressed (None: not known, e.g. right after subscribing).
     suppressed: Option<bool>,
+    /// Offers were declined (with a refuse filter) since the last revive.
+    declined: bool,
     counters: Counters,
     /// The `now` of the latest step.
     now: Timestamp,
@@ -282,6 +329,11 @@ pub struct Engine {
     /// Set by [`Engine::recover`] until the first step: instants that passed before it were
     /// missed while the framework was down.
     recovering: bool,
+    /// Agents the current master has shown it knows (an offer, or an update from the agent,
+    /// since the latest subscription): its "unknown task" answers about them are definitive.
+    agents_seen: HashSet<AgentId>,
+    /// Launched tasks the master answered "unknown" for before their agent showed up.
+    doubts: BTreeMap<TaskId, Doubt>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -291,6 +343,7 @@ impl std::fmt::Debug for Engine {
             .field("tasks", &self.tasks.len())
             .field("offers", &self.offers.len())
             .field("suppressed", &self.suppressed)
+            .field("doubts", &self.doubts.len())
             .finish_non_exhaustive()
     }
 }
@@ -317,11 +370,14 @@ impl Engine {
             tasks: HashMap::new(),
             offers: Vec::new(),
             suppressed: None,
+            declined: false,
             counters: Counters::default(),
             now: Timestamp::MIN,
             changes: Vec::new(),
             later: Vec::new(),
             recovering: false,
+            agents_seen: HashSet::new(),
+            doubts: BTreeMap::new(),
         }
     }
 
@@ -455,7 +511,13 @@ impl Engine {
                 if let Some(kill_at) = overrun_at(&entry.job, run) {
                     consider(kill_at);
                 }
+                if let Some(skip_at) = start_deadline(&entry.job, run) {
+                    consider(skip_at);
+                }
             }
+        }
+        for doubt in self.doubts.values() {
+            consider(doubt.recheck_at);
         }
         if self.suppressed != Some(false)
             && let Some(due) = self.next_due()
@@ -529,12 +591,24 @@ impl Engine {
         Ok(self.step(now))
     }
 
-    /// Deletes a job with its history and kills its launched tasks.
+    /// Deletes a job with its history and kills its launched tasks. Its children are re-wired
+    /// in the same change (see the module documentation): the children of a dependent job
+    /// inherit its parents; a child whose only parent was a scheduled job takes over its
+    /// schedule; other children just lose the deleted parent.
     pub fn delete_job(&mut self, name: &JobName, now: Timestamp) -> Result<Vec<Effect>, CronError> {
         let entry = self
             .jobs
             .remove(name)
             .ok_or_else(|| CronError::NotFound(name.to_string()))?;
+        let children: Vec<JobName> = self
+            .jobs
+            .values()
+            .filter(|e| e.job.parents.contains(name))
+            .map(|e| e.job.name.clone())
+            .collect();
+        for child in children {
+            self.orphan(&child, &entry, now);
+        }
         let mut kills = Vec::new();
         for run in entry.runs.values().filter(|r| r.is_active()) {
             if let Some(task_id) = &run.record.task_id {
@@ -553,6 +627,37 @@ impl Engine {
         });
         self.later.extend(kills);
         Ok(self.step(now))
+    }
+
+    /// Re-wires `child` after its parent `deleted` was deleted.
+    fn orphan(&mut self, child: &JobName, deleted: &JobEntry, now: Timestamp) {
+        let Some(entry) = self.jobs.get_mut(child) else {
+            return;
+        };
+        let mut parents: Vec<JobName> = entry
+            .job
+            .parents
+            .iter()
+            .filter(|p| **p != deleted.job.name)
+            .cloned()
+            .collect();
+        if !deleted.job.parents.is_empty() {
+            for p in &deleted.job.parents {
+                if !parents.contains(p) {
+                    parents.push(p.clone());
+                }
+            }
+        } else if parents.is_empty() {
+            // The scheduled parent's instants become the child's own: same expression, same
+            // anchor (an empty ISO 8601 start meant the parent's creation), from now on.
+            entry.job.schedule = deleted.job.schedule.clone();
+            entry.job.schedule_time_zone = deleted.job.schedule_time_zone.clone();
+            entry.schedule = deleted.schedule.clone();
+            entry.anchor = deleted.anchor;
+            entry.cursor = entry.schedule.as_ref().and_then(|s| s.first_at_or_after(now));
+        }
+        entry.job.parents = parents;
+        self.persist_job(child);
     }
 
     /// Starts a manual run now (ignores `disabled` and the concurrency policy, as Chronos'
@@ -580,9 +685,16 @@ impl Engine {
     // ---------------------------------------------------------------------------------------
 
     /// The driver (re-)subscribed: offers held before are void; reconcile every launched task.
+    /// The master may be another one (or restarted): which agents it knows is learned anew.
     pub fn subscribed(&mut self, now: Timestamp) -> Vec<Effect> {
         self.offers.clear();
         self.suppressed = None;
+        self.agents_seen.clear();
+        let recheck_at = add(now, self.config.reconcile_retry);
+        for doubt in self.doubts.values_mut() {
+            doubt.retries = 0;
+            doubt.recheck_at = recheck_at;
+        }
         let launched = self.launched_tasks();
         if !launched.is_empty() {
             self.later.push(Effect::Reconcile(launched));
@@ -590,15 +702,114 @@ impl Engine {
         self.step(now)
     }
 
-    /// The subscription was lost: held offers are void.
+    /// The subscription was lost: held offers are void, and so is what the master knew.
     pub fn disconnected(&mut self) {
         self.offers.clear();
+        self.agents_seen.clear();
     }
 
     /// New offers: launch due runs into them, hold them if runs are due soon, else decline.
+    /// An offer shows that the master knows its agent.
     pub fn offers(&mut self, offers: Vec<v1::Offer>, now: Timestamp) -> Vec<Effect> {
+        for offer in &offers {
+            if let Ok(agent) = AgentId::parse(&offer.agent_id) {
+                self.agent_seen(agent, now);
+            }
+        }
         self.offers.extend(offers);
         self.step(now)
+    }
+
+    /// The current master knows `agent`: tasks in doubt on it are reconciled again at once, and
+    /// the answers will be definitive.
+    fn agent_seen(&mut self, agent: AgentId, now: Timestamp) {
+        if self.agents_seen.contains(&agent) {
+            return;
+        }
+        let mut recheck = Vec::new();
+        for (task_id, doubt) in self.doubts.iter_mut() {
+            let on_agent = self
+                .tasks
+                .get(task_id)
+                .and_then(|(name, seq)| self.jobs.get(name)?.runs.get(seq))
+                .is_some_and(|run| run.agent_id.as_ref() == Some(&agent));
+            if on_agent {
+                doubt.recheck_at = add(now, self.config.reconcile_retry);
+                recheck.push((task_id.clone(), Some(agent.clone())));
+            }
+        }
+        if !recheck.is_empty() {
+            self.later.push(Effect::Reconcile(recheck));
+        }
+        self.agents_seen.insert(agent);
+    }
+
+    /// Whether the master's "unknown" answer about `task_id` on `agent` is definitive (see the
+    /// module documentation).
+    fn unknown_is_definitive(&self, task_id: &TaskId, agent: Option<&AgentId>, now: Timestamp) -> bool {
+        if agent.is_some_and(|a| self.agents_seen.contains(a)) {
+            return true;
+        }
+        self.doubts
+            .get(task_id)
+            .is_some_and(|d| add(d.since, self.config.agent_reregister_timeout) <= now)
+    }
+
+    /// Records (or keeps) a launched task in doubt; reconciles it again after the backoff.
+    fn doubt(&mut self, task_id: &TaskId, now: Timestamp) {
+        let retry = self.config.reconcile_retry;
+        match self.doubts.get_mut(task_id) {
+            Some(doubt) => {
+                doubt.retries += 1;
+                let backoff = retry
+                    .checked_mul(2u32.saturating_pow(doubt.retries.min(20)))
+                    .unwrap_or(RECONCILE_RETRY_MAX)
+                    .min(RECONCILE_RETRY_MAX);
+                doubt.recheck_at = add(now, backoff);
+            }
+            None => {
+                self.doubts.insert(
+                    task_id.clone(),
+                    Doubt {
+                        since: now,
+                        retries: 0,
+                        recheck_at: add(now, retry),
+                    },
+                );
+                // Revive (which also clears decline filters), so that the agent's offers show
+                // when it is back.
+                self.suppressed = None;
+            }
+        }
+    }
+
+    /// Reconciles the tasks in doubt whose backoff ended; forgets those no longer in flight.
+    fn recheck_doubts(&mut self, now: Timestamp) {
+        let tasks = &self.tasks;
+        self.doubts.retain(|task_id, _| tasks.contains_key(task_id));
+        let due: Vec<TaskId> = self
+            .doubts
+            .iter()
+            .filter(|(_, d)| d.recheck_at <= now)
+            .map(|(t, _)| t.clone())
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let mut reconcile = Vec::with_capacity(due.len());
+        for task_id in due {
+            let agent = self
+                .tasks
+                .get(&task_id)
+                .and_then(|(name, seq)| self.jobs.get(name)?.runs.get(seq))
+                .and_then(|run| run.agent_id.clone());
+            if let Some(doubt) = self.doubts.get_mut(&task_id) {
+                // Far ahead: the answer re-arms it with the backoff.
+                doubt.recheck_at = add(now, RECONCILE_RETRY_MAX);
+            }
+            reconcile.push((task_id, agent));
+        }
+        self.later.push(Effect::Reconcile(reconcile));
     }
 
     /// An offer was rescinded.
@@ -606,9 +817,15 @@ impl Engine {
         self.offers.retain(|o| o.id != offer_id.as_str());
     }
 
-    /// A task status update. Its outcome is persisted before it is acknowledged.
+    /// A task status update. Its outcome is persisted before it is acknowledged. An update
+    /// from an agent shows that the master knows that agent.
     pub fn update(&mut self, status: v1::TaskStatus, now: Timestamp) -> Vec<Effect> {
         let state = status.state();
+        if status.source() == v1::StatusSource::Agent
+            && let Ok(agent) = AgentId::parse(&status.agent_id)
+        {
+            self.agent_seen(agent, now);
+        }
         let found = TaskId::parse(&status.task_id)
             .ok()
             .and_then(|t| self.tasks.get(&t).cloned().map(|key| (t, key)));
@@ -644,6 +861,8 @@ impl Engine {
         self.now = self.now.max(now);
         self.fire_due_instants(now);
         self.kill_overrunning(now);
+        self.skip_past_start_deadline(now);
+        self.recheck_doubts(now);
         self.launch_due_runs(now);
         self.manage_offers(now);
         self.recovering = false;
@@ -887,6 +1106,36 @@ impl Engine {
         self.later.extend(kills);
     }
 
+    /// Runs still waiting for their first launch when their `startingDeadlineSeconds` passed
+    /// (no offer could take them in time) are recorded as Skipped instead of launched late.
+    fn skip_past_start_deadline(&mut self, now: Timestamp) {
+        let mut overdue = Vec::new();
+        for (name, entry) in &self.jobs {
+            for run in entry.active() {
+                if start_deadline(&entry.job, run).is_some_and(|t| t <= now) {
+                    overdue.push((name.clone(), run.seq));
+                }
+            }
+        }
+        for (name, seq) in overdue {
+            let Some(entry) = self.jobs.get_mut(&name) else {
+                continue;
+            };
+            let limit = entry.job.starting_deadline_seconds.unwrap_or_default();
+            let Some(run) = entry.runs.get_mut(&seq) else {
+                continue;
+            };
+            run.record.state = RunState::Skipped;
+            run.record.finished_at = Some(now);
+            run.record.message = Some(format!(
+                "skipped: not launched within startingDeadlineSeconds ({limit}) of its instant \
+                 (no offer could take it)"
+            ));
+            self.persist_run(&name, seq);
+            self.trim_history(&name);
+        }
+    }
+
     fn kill_overrunning(&mut self, now: Timestamp) {
         let mut overrunning = Vec::new();
         for (name, entry) in &self.jobs {
@@ -923,12 +1172,29 @@ impl Engine {
         now: Timestamp,
     ) {
         let state = status.state();
-        let Some(run) = self.jobs.get_mut(name).and_then(|e| e.runs.get_mut(&seq)) else {
+        let reconciling = status.reason() == StatusReason::ReasonReconciliation;
+        let Some(run) = self.jobs.get(name).and_then(|e| e.runs.get(&seq)) else {
             return;
         };
         if run.record.task_id.as_ref() != Some(task_id) || !run.is_active() {
             return;
         }
+        if reconciling && matches!(state, TaskState::Lost | TaskState::Unknown) {
+            if run.record.state == RunState::Pending {
+                // Already waiting to be launched again.
+                return;
+            }
+            let agent = run.agent_id.clone();
+            if !self.unknown_is_definitive(task_id, agent.as_ref(), now) {
+                // The task may still be running on an agent that has not re-registered.
+                self.doubt(task_id, now);
+                return;
+            }
+        }
+        self.doubts.remove(task_id);
+        let Some(run) = self.jobs.get_mut(name).and_then(|e| e.runs.get_mut(&seq)) else {
+            return;
+        };
         let mut changed = false;
         if run.agent_id.is_none()
             && let Ok(agent) = AgentId::parse(&status.agent_id)
@@ -944,11 +1210,18 @@ impl Engine {
         }
         let kill = run.kill;
         let relaunches = run.relaunches;
+        if reconciling && kill.is_some() && !is_terminal(state) {
+            // Still running although we asked for a kill (the kill may have been lost while
+            // the master or this framework restarted): ask again.
+            self.later.push(Effect::Kill {
+                task_id: task_id.clone(),
+                agent_id: run.agent_id.clone(),
+            });
+        }
         if changed && !is_terminal(state) {
             self.persist_run(name, seq);
         }
         let message = (!status.message.is_empty()).then(|| status.message.clone());
-        let reconciling = status.reason() == StatusReason::ReasonReconciliation;
         // When the task ended: the agent's time of the update (it may arrive much later, e.g.
         // after a restart of this framework), else now.
         let started = self
@@ -1211,14 +1484,14 @@ impl Engine {
             };
             let Some(run) = entry.runs.get(&seq) else { continue };
             let task_id = task_id_for(&run.record.run_id, run.record.attempt);
-            if pool.place(&entry.job, run, &task_id) {
-                launched.push((name, seq, task_id));
+            if let Some(agent) = pool.place(&entry.job, run, &task_id) {
+                launched.push((name, seq, task_id, agent));
             }
         }
         if launched.is_empty() {
             return;
         }
-        for (name, seq, task_id) in launched {
+        for (name, seq, task_id, agent) in launched {
             let lateness_sample = self.counters_sample(&name, seq, now);
             let Some(run) = self.jobs.get_mut(&name).and_then(|e| e.runs.get_mut(&seq)) else {
                 continue;
@@ -1226,6 +1499,9 @@ impl Engine {
             run.record.state = RunState::Running;
             run.record.task_id = Some(task_id.clone());
             run.record.started_at = Some(now);
+            // Known before any update: reconciliation names it, and an "unknown" answer is
+            // judged by whether the master knows this agent.
+            run.agent_id = Some(agent);
             self.tasks.insert(task_id, (name.clone(), seq));
             self.persist_run(&name, seq);
             if let Some(l) = lateness_sample {
@@ -1251,15 +1527,16 @@ impl Engine {
     }
 
     /// Holds offers while runs are due soon, declines them otherwise; suppresses when
-    /// nothing is due soon and revives ahead of the next due run.
+    /// nothing is due soon and revives ahead of the next due run. While tasks are in doubt,
+    /// offers are not suppressed: they show which agents the master knows (an agent that has
+    /// shown itself may be declined for long).
     fn manage_offers(&mut self, now: Timestamp) {
         let due_soon = self
             .next_due()
             .is_some_and(|due| due <= add(now, self.config.offer_lead));
         if due_soon {
-            if self.suppressed != Some(false) {
-                self.suppressed = Some(false);
-                self.later.push(Effect::Revive);
+            if self.suppressed != Some(false) || self.declined {
+                self.revive();
             }
             return;
         }
@@ -1273,11 +1550,27 @@ impl Engine {
                 offer_ids,
                 refuse: self.config.decline_refuse,
             });
+            self.declined = true;
+        }
+        if !self.doubts.is_empty() {
+            if self.suppressed != Some(false) {
+                self.revive();
+            }
+            return;
         }
         if self.suppressed != Some(true) {
             self.suppressed = Some(true);
             self.later.push(Effect::Suppress);
         }
+    }
+}
+
+impl Engine {
+    /// Resumes offers and clears the decline filters set since the last revive.
+    fn revive(&mut self) {
+        self.suppressed = Some(false);
+        self.declined = false;
+        self.later.push(Effect::Revive);
     }
 }
 
@@ -1324,6 +1617,25 @@ fn overrun_at(job: &Job, run: &Run) -> Option<Timestamp> {
         return None;
     }
     Some(add(run.record.started_at?, Duration::from_secs(max)))
+}
+
+/// When a run still waiting for its first launch is too late to start: just after its instant
+/// plus `startingDeadlineSeconds` (None: no deadline, not a scheduled run, or launched already).
+fn start_deadline(job: &Job, run: &Run) -> Option<Timestamp> {
+    let limit = job.starting_deadline_seconds?;
+    let instant = run.record.scheduled_at?;
+    let waiting = run.record.state == RunState::Pending
+        && run.record.attempt == 0
+        && run.relaunches == 0
+        && run.record.task_id.is_none();
+    if !waiting {
+        return None;
+    }
+    // "Later than the deadline" is strictly later, as when an instant is handled late.
+    Some(add(
+        add(instant, Duration::from_secs(limit)),
+        Duration::from_millis(1),
+    ))
 }
 
 /// Backoff before retry number `attempt + 1`: `retry_backoff × 2^attempt`, capped.

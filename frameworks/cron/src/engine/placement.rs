@@ -2,7 +2,7 @@
 //! task a run's attempt is launched as.
 
 use agora_proto::v1;
-use agora_proto::{OfferId, Resources, TaskId};
+use agora_proto::{AgentId, OfferId, Resources, TaskId};
 use agora_sdk::{Offered, TaskBuilder};
 
 use super::Run;
@@ -40,8 +40,8 @@ impl Placement {
     }
 
     /// Places the run's attempt on the agent with the fewest tasks placed so far among those
-    /// that fit and satisfy the job's constraints. Returns whether it was placed.
-    pub(super) fn place(&mut self, job: &Job, run: &Run, task_id: &TaskId) -> bool {
+    /// that fit and satisfy the job's constraints. Returns the agent it was placed on.
+    pub(super) fn place(&mut self, job: &Job, run: &Run, task_id: &TaskId) -> Option<AgentId> {
         let demand = demand(job);
         let best = self
             .agents
@@ -50,12 +50,12 @@ impl Placement {
             .filter(|(_, a)| satisfies(job, a) && a.fit(&demand, 0).is_some())
             .min_by_key(|(_, a)| a.tasks().len())
             .map(|(i, _)| i);
-        match best.and_then(|i| self.agents.get_mut(i)) {
-            Some(agent) => agent.place(&demand, 0, |_, resources| {
+        let agent = best.and_then(|i| self.agents.get_mut(i))?;
+        agent
+            .place(&demand, 0, |_, resources| {
                 task_info(job, run, task_id, &resources)
-            }),
-            None => false,
-        }
+            })
+            .then(|| agent.agent_id().clone())
     }
 
     /// One ACCEPT per agent that got tasks, and every offer id those accepts use.

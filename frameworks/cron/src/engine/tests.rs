@@ -206,6 +206,19 @@ impl Harness {
         self.record(e)
     }
 
+    /// A reconciliation answer from the master.
+    fn answer(&mut self, task: &TaskId, state: TaskState, now: Timestamp) -> Vec<Effect> {
+        let e = self.engine.update(reconciliation(task, state), now);
+        self.record(e)
+    }
+
+    /// The master restarts under a running framework: the subscription drops and comes back.
+    fn master_restart(&mut self, now: Timestamp) -> Vec<Effect> {
+        self.engine.disconnected();
+        let e = self.engine.subscribed(now);
+        self.record(e)
+    }
+
     /// Offers at `now` and returns the task launched (exactly one expected).
     fn launch_one(&mut self, id: &str, now: Timestamp) -> TaskId {
         let launched = launched(&self.offer(id, now));
@@ -406,10 +419,11 @@ fn after_a_restart_a_task_unknown_to_the_master_is_launched_once_with_the_same_i
     h.tick(t(0));
     let task = h.launch_one("o1", t(0));
     h.restart(t(5));
-    let e = h.engine.update(reconciliation(&task, TaskState::Unknown), t(5));
-    h.record(e);
-    assert_eq!(h.launch_one("o2", t(5)), task);
-    assert!(launched(&h.offer("o3", t(6))).is_empty());
+    // The agent's offer shows the master knows it: its "unknown" is definitive.
+    assert!(launched(&h.offer("o2", t(5))).is_empty());
+    h.answer(&task, TaskState::Unknown, t(5));
+    assert_eq!(h.launch_one("o3", t(5)), task);
+    assert!(launched(&h.offer("o4", t(6))).is_empty());
     assert_eq!(runs(&h.engine, "a").len(), 1);
 }
 
@@ -805,4 +819,434 @@ fn a_re_enabled_job_resumes_from_now_without_running_the_instants_it_was_disable
     h.tick(t(36));
     assert!(runs(&h.engine, "a").is_empty());
     assert_eq!(h.engine.job(&name("a")).unwrap().next_run, Some(t(40)));
+}
+
+// -------------------------------------------------------------------------------------------
+// Reconciliation: an "unknown" answer relaunches a run only when it is definitive
+// -------------------------------------------------------------------------------------------
+
+fn offer_on(id: &str, agent: &str) -> v1::Offer {
+    let mut o = offer(id);
+    o.agent_id = agent.into();
+    o.hostname = format!("host-of-{agent}");
+    o
+}
+
+/// A job every 100 s whose first run is launched at t(0) on agent-1 and reported running.
+fn running_on_agent_1(h: &mut Harness) -> TaskId {
+    h.put(every("a", 100), t(-1));
+    h.tick(t(0));
+    let task = h.launch_one("o1", t(0));
+    h.update(&task, TaskState::Running, t(1));
+    task
+}
+
+fn agent_1() -> Option<AgentId> {
+    Some(AgentId::new_unchecked("agent-1"))
+}
+
+fn reconciled(effects: &[Effect]) -> Vec<(TaskId, Option<AgentId>)> {
+    effects
+        .iter()
+        .flat_map(|e| match e {
+            Effect::Reconcile(tasks) => tasks.clone(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_launched_run_records_its_agent_before_any_update() {
+    let mut h = Harness::new();
+    h.put(every("a", 100), t(-1));
+    h.tick(t(0));
+    let task = h.launch_one("o1", t(0));
+    assert_eq!(h.engine.launched_tasks(), vec![(task, agent_1())]);
+}
+
+#[test]
+fn an_unknown_answer_before_the_agent_re_registered_does_not_launch_the_run_again() {
+    let mut h = Harness::new();
+    let task = running_on_agent_1(&mut h);
+    let effects = h.master_restart(t(10));
+    assert_eq!(reconciled(&effects), vec![(task.clone(), agent_1())]);
+    // The restarted master does not know agent-1 yet: "unknown" proves nothing.
+    assert!(launched(&h.answer(&task, TaskState::Unknown, t(10))).is_empty());
+    let e = h.engine.offers(vec![offer_on("o2", "agent-2")], t(11));
+    assert!(launched(&h.record(e)).is_empty());
+    let r = runs(&h.engine, "a");
+    assert_eq!(
+        (r.len(), r[0].state, r[0].task_id.clone()),
+        (1, RunState::Running, Some(task.clone()))
+    );
+    // agent-1 re-registers with the task: the run is adopted and ends once.
+    h.answer(&task, TaskState::Running, t(12));
+    h.update(&task, TaskState::Finished, t(20));
+    let r = runs(&h.engine, "a");
+    assert_eq!((r.len(), r[0].state, r[0].attempt), (1, RunState::Succeeded, 0));
+    assert_eq!(r[0].task_id, Some(task));
+}
+
+#[test]
+fn a_task_in_doubt_is_reconciled_again_at_once_when_its_agent_offers() {
+    let mut h = Harness::new();
+    let task = running_on_agent_1(&mut h);
+    h.master_restart(t(10));
+    h.answer(&task, TaskState::Unknown, t(10));
+    let effects = h.offer("o2", t(11));
+    assert_eq!(reconciled(&effects), vec![(task.clone(), agent_1())]);
+    // Now the master knows agent-1 and still not the task: it is gone, launch it again.
+    h.answer(&task, TaskState::Unknown, t(11));
+    assert_eq!(h.launch_one("o3", t(12)), task);
+    assert_eq!(runs(&h.engine, "a").len(), 1);
+}
+
+#[test]
+fn an_update_from_the_agent_shows_it_re_registered() {
+    let mut h = Harness::new();
+    let task = running_on_agent_1(&mut h);
+    h.master_restart(t(10));
+    h.answer(&task, TaskState::Unknown, t(10));
+    let mut other = status(&TaskId::new_unchecked("some-other-task"), TaskState::Running);
+    other.source = v1::StatusSource::Agent as i32;
+    let e = h.engine.update(other, t(11));
+    assert_eq!(reconciled(&h.record(e)), vec![(task, agent_1())]);
+}
+
+#[test]
+fn a_task_in_doubt_is_reconciled_again_with_backoff() {
+    let mut h = Harness::new();
+    let task = running_on_agent_1(&mut h);
+    h.master_restart(t(10));
+    h.answer(&task, TaskState::Unknown, t(10));
+    assert_eq!(h.engine.next_deadline(), Some(t(11)));
+    assert_eq!(reconciled(&h.tick(t(11))), vec![(task.clone(), agent_1())]);
+    h.answer(&task, TaskState::Unknown, t(11));
+    assert_eq!(h.engine.next_deadline(), Some(t(13)));
+    assert!(reconciled(&h.tick(t(12))).is_empty());
+    assert_eq!(reconciled(&h.tick(t(13))), vec![(task, agent_1())]);
+}
+
+#[test]
+fn offers_are_revived_while_a_task_is_in_doubt() {
+    let mut h = Harness::new();
+    let task = running_on_agent_1(&mut h);
+    let effects = h.master_restart(t(10));
+    assert!(
+        effects.contains(&Effect::Suppress),
+        "nothing due soon: {effects:?}"
+    );
+    assert!(
+        h.answer(&task, TaskState::Unknown, t(10))
+            .contains(&Effect::Revive)
+    );
+    let e = h.engine.offers(vec![offer_on("o2", "agent-2")], t(11));
+    let effects = h.record(e);
+    assert!(effects.iter().any(|e| matches!(e, Effect::Decline { .. })));
+    assert!(!effects.contains(&Effect::Suppress), "{effects:?}");
+}
+
+#[test]
+fn a_task_whose_agent_never_comes_back_is_launched_again_after_the_agent_reregister_timeout() {
+    let mut h = Harness::with(EngineConfig {
+        agent_reregister_timeout: Duration::from_secs(60),
+        ..EngineConfig::default()
+    });
+    let task = running_on_agent_1(&mut h);
+    h.master_restart(t(10));
+    h.answer(&task, TaskState::Unknown, t(10));
+    h.answer(&task, TaskState::Unknown, t(69));
+    assert_eq!(runs(&h.engine, "a")[0].state, RunState::Running);
+    h.answer(&task, TaskState::Unknown, t(70));
+    assert_eq!(runs(&h.engine, "a")[0].state, RunState::Pending);
+    let e = h.engine.offers(vec![offer_on("o2", "agent-2")], t(71));
+    assert_eq!(launched(&h.record(e)), vec![task]);
+}
+
+#[test]
+fn a_launch_the_master_never_received_is_launched_again_at_once() {
+    // The ACCEPT failed; the runtime reconciles; the master knows agent-1 (it offered it).
+    let mut h = Harness::new();
+    h.put(every("a", 100), t(-1));
+    h.tick(t(0));
+    let task = h.launch_one("o1", t(0));
+    h.answer(&task, TaskState::Unknown, t(1));
+    assert_eq!(h.launch_one("o2", t(1)), task);
+}
+
+#[test]
+fn a_run_killed_before_a_restart_and_still_running_is_killed_again() {
+    let mut h = Harness::new();
+    let task = running_on_agent_1(&mut h);
+    let e = h.engine.kill_tasks(&name("a"), t(2)).unwrap();
+    h.record(e);
+    h.restart(t(10));
+    let effects = h.answer(&task, TaskState::Running, t(10));
+    assert_eq!(killed(&effects), vec![task.clone()]);
+    h.update(&task, TaskState::Killed, t(11));
+    assert_eq!(runs(&h.engine, "a")[0].state, RunState::Killed);
+}
+
+// -------------------------------------------------------------------------------------------
+// startingDeadlineSeconds while waiting for an offer
+// -------------------------------------------------------------------------------------------
+
+#[test]
+fn a_run_still_waiting_for_an_offer_at_its_starting_deadline_is_skipped_not_launched_late() {
+    let mut h = Harness::new();
+    let mut job = every("a", 100);
+    job.starting_deadline_seconds = Some(5);
+    h.put(job, t(-1));
+    h.tick(t(0));
+    assert_eq!(runs(&h.engine, "a")[0].state, RunState::Pending);
+    let deadline = h.engine.next_deadline().unwrap();
+    assert!(deadline > t(5) && deadline < t(6), "{deadline}");
+    h.tick(t(5));
+    assert_eq!(runs(&h.engine, "a")[0].state, RunState::Pending);
+    h.tick(deadline);
+    assert!(launched(&h.offer("o1", deadline)).is_empty());
+    let r = runs(&h.engine, "a");
+    assert_eq!((r.len(), r[0].state), (1, RunState::Skipped));
+    assert_eq!(r[0].finished_at, Some(deadline));
+    assert!(
+        r[0].message
+            .as_deref()
+            .unwrap()
+            .contains("startingDeadlineSeconds"),
+        "{:?}",
+        r[0].message
+    );
+    assert_eq!(
+        h.durable.runs.values().next().unwrap().record.state,
+        RunState::Skipped
+    );
+}
+
+#[test]
+fn a_run_launched_within_its_starting_deadline_keeps_running_past_it() {
+    let mut h = Harness::new();
+    let mut job = every("a", 100);
+    job.starting_deadline_seconds = Some(5);
+    h.put(job, t(-1));
+    h.tick(t(0));
+    h.launch_one("o1", t(4));
+    h.tick(t(30));
+    assert_eq!(runs(&h.engine, "a")[0].state, RunState::Running);
+}
+
+#[test]
+fn a_retry_is_not_bound_by_the_starting_deadline() {
+    let mut h = Harness::new();
+    let mut job = every("a", 100);
+    job.starting_deadline_seconds = Some(5);
+    job.retries = 1;
+    h.put(job, t(-1));
+    h.tick(t(0));
+    let first = h.launch_one("o1", t(0));
+    h.update(&first, TaskState::Failed, t(1));
+    h.tick(t(20));
+    let retry = h.launch_one("o2", t(20));
+    let r = runs(&h.engine, "a");
+    assert_eq!((r[0].state, r[0].attempt), (RunState::Running, 1));
+    assert_eq!(Some(retry), r[0].task_id);
+}
+
+// -------------------------------------------------------------------------------------------
+// Deleting a parent
+// -------------------------------------------------------------------------------------------
+
+#[test]
+fn deleting_a_scheduled_parent_hands_its_schedule_to_its_only_child() {
+    let mut h = Harness::new();
+    let mut parent = every("p", 10);
+    parent.schedule_time_zone = Some("Europe/Berlin".into());
+    h.put(parent, t(-3));
+    h.put(dependent("c", &["p"]), t(-2));
+    let e = h.engine.delete_job(&name("p"), t(-1)).unwrap();
+    h.record(e);
+    let child = h.engine.job(&name("c")).unwrap();
+    assert!(child.job.parents.is_empty());
+    assert_eq!(
+        child.job.schedule.as_deref(),
+        Some(format!("R/{T0}/PT10S").as_str())
+    );
+    assert_eq!(child.job.schedule_time_zone.as_deref(), Some("Europe/Berlin"));
+    assert_eq!(child.next_run, Some(t(0)));
+    h.tick(t(0));
+    let r = runs(&h.engine, "c");
+    assert_eq!(
+        (r.len(), r[0].trigger, r[0].scheduled_at),
+        (1, Trigger::Schedule, Some(t(0)))
+    );
+    // Stored so, in the same batch as the deletion.
+    assert!(h.durable.jobs[&name("c")].job.parents.is_empty());
+    assert!(!h.durable.jobs.contains_key(&name("p")));
+}
+
+#[test]
+fn deleting_a_dependent_parent_gives_its_children_its_parents() {
+    let mut h = Harness::new();
+    h.put(one_shot("a"), t(-4));
+    h.put(dependent("b", &["a"]), t(-3));
+    h.put(dependent("c", &["b"]), t(-2));
+    let e = h.engine.delete_job(&name("b"), t(-1)).unwrap();
+    h.record(e);
+    assert_eq!(h.engine.job(&name("c")).unwrap().job.parents, vec![name("a")]);
+    // c now runs after a.
+    h.tick(t(0));
+    let task = h.launch_one("o1", t(0));
+    h.update(&task, TaskState::Finished, t(1));
+    assert_eq!(runs(&h.engine, "c")[0].trigger, Trigger::Dependency);
+}
+
+#[test]
+fn deleting_one_of_several_parents_leaves_the_child_dependent_on_the_others() {
+    let mut h = Harness::new();
+    h.put(one_shot("p1"), t(-4));
+    h.put(one_shot("p2"), t(-3));
+    h.put(dependent("c", &["p1", "p2"]), t(-2));
+    let e = h.engine.delete_job(&name("p1"), t(-1)).unwrap();
+    h.record(e);
+    let child = h.engine.job(&name("c")).unwrap();
+    assert_eq!((child.job.parents, child.job.schedule), (vec![name("p2")], None));
+}
+
+#[test]
+fn a_child_re_wired_by_a_deletion_survives_a_restart() {
+    let mut h = Harness::new();
+    h.put(every("p", 10), t(-3));
+    h.put(dependent("c", &["p"]), t(-2));
+    let e = h.engine.delete_job(&name("p"), t(-1)).unwrap();
+    h.record(e);
+    h.restart(t(-1));
+    let child = h.engine.job(&name("c")).unwrap();
+    assert_eq!((child.job.parents.len(), child.next_run), (0, Some(t(0))));
+}
+
+// -------------------------------------------------------------------------------------------
+// Daylight saving time, through the engine
+// -------------------------------------------------------------------------------------------
+
+const NEW_YORK: &str = "America/New_York";
+
+fn daily_new_york(n: &str, expr: &str) -> Job {
+    let mut job = Job::new(name(n), "true");
+    job.schedule = Some(expr.into());
+    job.schedule_time_zone = Some(NEW_YORK.into());
+    job.concurrency_policy = ConcurrencyPolicy::Allow;
+    job.retries = 0;
+    job
+}
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+/// Runs the engine minute by minute from `from` to `until` with an offer at every minute,
+/// finishing every task it launches; returns the job's scheduled instants.
+fn run_minutes(h: &mut Harness, job: &str, from: Timestamp, until: Timestamp) -> Vec<Timestamp> {
+    let mut now = from;
+    let mut k = 0;
+    while now < until {
+        h.tick(now);
+        let e = h.engine.offers(vec![offer(&format!("o{k}"))], now);
+        for task in launched(&h.record(e)) {
+            h.update(&task, TaskState::Finished, now);
+        }
+        k += 1;
+        now = now.checked_add(jiff::SignedDuration::from_secs(60)).unwrap();
+    }
+    let r = runs(&h.engine, job);
+    assert!(r.iter().all(|r| r.state == RunState::Succeeded), "{r:?}");
+    r.iter().map(|r| r.scheduled_at.unwrap()).collect()
+}
+
+/// The local dates of `instants` in New York, each once.
+fn one_per_local_day(instants: &[Timestamp]) -> Vec<jiff::civil::Date> {
+    let dates: Vec<jiff::civil::Date> = instants
+        .iter()
+        .map(|t| t.in_tz(NEW_YORK).unwrap().date())
+        .collect();
+    let distinct: std::collections::BTreeSet<_> = dates.iter().copied().collect();
+    assert_eq!(distinct.len(), dates.len(), "two runs on one day: {instants:?}");
+    dates
+}
+
+#[test]
+fn a_daily_cron_job_runs_once_on_the_spring_forward_day_when_its_time_does_not_exist() {
+    let mut h = Harness::new();
+    let from = ts("2026-03-06T12:00:00Z");
+    h.put(daily_new_york("nightly", "30 2 * * *"), from);
+    let instants = run_minutes(&mut h, "nightly", from, ts("2026-03-10T12:00:00Z"));
+    assert_eq!(
+        instants,
+        [
+            ts("2026-03-07T07:30:00Z"), // 02:30 EST
+            ts("2026-03-08T07:00:00Z"), // 02:30 does not exist: 03:00 EDT, when the gap ends
+            ts("2026-03-09T06:30:00Z"), // 02:30 EDT
+            ts("2026-03-10T06:30:00Z"),
+        ]
+    );
+    assert_eq!(one_per_local_day(&instants).len(), 4);
+    assert!(
+        runs(&h.engine, "nightly")
+            .iter()
+            .all(|r| r.trigger == Trigger::Schedule)
+    );
+}
+
+#[test]
+fn a_daily_cron_job_runs_once_on_the_fall_back_day() {
+    let mut h = Harness::new();
+    let from = ts("2026-10-30T12:00:00Z");
+    h.put(daily_new_york("nightly", "30 2 * * *"), from);
+    let instants = run_minutes(&mut h, "nightly", from, ts("2026-11-03T12:00:00Z"));
+    assert_eq!(
+        instants,
+        [
+            ts("2026-10-31T06:30:00Z"), // 02:30 EDT
+            ts("2026-11-01T07:30:00Z"), // 02:30 EST, once
+            ts("2026-11-02T07:30:00Z"),
+            ts("2026-11-03T07:30:00Z"),
+        ]
+    );
+    assert_eq!(one_per_local_day(&instants).len(), 4);
+}
+
+#[test]
+fn a_daily_cron_job_in_the_repeated_hour_runs_once_on_the_fall_back_day() {
+    let mut h = Harness::new();
+    let from = ts("2026-10-30T12:00:00Z");
+    h.put(daily_new_york("early", "30 1 * * *"), from);
+    let instants = run_minutes(&mut h, "early", from, ts("2026-11-03T12:00:00Z"));
+    assert_eq!(
+        instants,
+        [
+            ts("2026-10-31T05:30:00Z"),
+            ts("2026-11-01T05:30:00Z"), // the first 01:30 (EDT); not again at 06:30Z (EST)
+            ts("2026-11-02T06:30:00Z"),
+            ts("2026-11-03T06:30:00Z"),
+        ]
+    );
+    assert_eq!(one_per_local_day(&instants).len(), 4);
+}
+
+#[test]
+fn an_instant_in_the_spring_forward_gap_missed_while_down_runs_once_as_catch_up() {
+    let mut h = Harness::new();
+    let from = ts("2026-03-07T12:00:00Z");
+    h.put(daily_new_york("nightly", "30 2 * * *"), from);
+    h.tick(ts("2026-03-08T06:00:00Z"));
+    // Down from 06:00Z to 08:00Z: the 07:00Z instant (03:00 EDT) passes meanwhile.
+    h.restart(ts("2026-03-08T08:00:00Z"));
+    h.restart(ts("2026-03-08T08:00:01Z"));
+    let instants = run_minutes(
+        &mut h,
+        "nightly",
+        ts("2026-03-08T08:00:02Z"),
+        ts("2026-03-09T12:00:00Z"),
+    );
+    assert_eq!(instants, [ts("2026-03-08T07:00:00Z"), ts("2026-03-09T06:30:00Z")]);
+    let triggers: Vec<Trigger> = runs(&h.engine, "nightly").iter().map(|r| r.trigger).collect();
+    assert_eq!(triggers, [Trigger::CatchUp, Trigger::Schedule]);
 }

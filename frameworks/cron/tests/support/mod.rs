@@ -62,45 +62,12 @@ pub struct Cluster {
 impl Cluster {
     /// Starts a master and one agent (8 cpus, 8 GiB) and waits until the agent registered.
     pub async fn start() -> Cluster {
-        let supervisor = supervisor();
         let dir = tempfile::tempdir().unwrap();
-
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let master = listener.local_addr().unwrap();
-        let config = MasterConfig::new(master, dir.path().join("master"));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = agora_master::serve(config, listener, async {
-                let _ = stopped.await;
-            })
-            .await;
-        });
-        let master_task = Some(Stoppable {
-            stop: Some(stop),
-            task,
-        });
-
+        let master_task = Some(spawn_master(listener, dir.path()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let http = listener.local_addr().unwrap();
-        let mut config = AgentConfig::new(vec![master.to_string()], http, dir.path().join("agent"));
-        config.supervisor = Some(supervisor);
-        config.resources = Some("cpus:8;mem:8192;disk:8192;ports:[31000-31010]".into());
-        config.hostname = Some("test-host".into());
-        config.containerizers = vec![ContainerizerKind::Process];
-        config.status_update_retry = Duration::from_secs(1);
-        config.kill_grace_period = Duration::from_secs(1);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = agora_agent::run(config, listener, async {
-                let _ = stopped.await;
-            })
-            .await;
-        });
-        let agent_task = Some(Stoppable {
-            stop: Some(stop),
-            task,
-        });
-
+        let agent_task = Some(spawn_agent(listener, master, dir.path()));
         let cluster = Cluster {
             dir,
             master,
@@ -110,6 +77,52 @@ impl Cluster {
         };
         cluster.wait_for_agent().await;
         cluster
+    }
+
+    /// Stops the master (its registry stays in its work dir).
+    pub async fn stop_master(&mut self) {
+        if let Some(master) = self.master_task.take() {
+            master.stop().await;
+        }
+    }
+
+    /// Starts the master again on its address and work dir (after [`Cluster::stop_master`]).
+    pub async fn start_master(&mut self) {
+        assert!(self.master_task.is_none(), "the master is running");
+        // The stopped master's tasks may hold its registry a little longer.
+        let registry = self.dir.path().join("master");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while let Err(e) = agora_store::open_embedded(&registry) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the stopped master still holds its registry: {e}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let listener = bind_again(self.master).await;
+        self.master_task = Some(spawn_master(listener, self.dir.path()));
+    }
+
+    /// Stops the agent; its tasks keep running (an agent never kills tasks when it stops).
+    pub async fn stop_agent(&mut self) {
+        if let Some(agent) = self.agent_task.take() {
+            agent.stop().await;
+        }
+    }
+
+    /// Starts the agent again on its work dir (after [`Cluster::stop_agent`]) and waits until
+    /// it registered.
+    pub async fn start_agent(&mut self) {
+        assert!(self.agent_task.is_none(), "the agent is running");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.agent_task = Some(spawn_agent(listener, self.master, self.dir.path()));
+        self.wait_for_agent().await;
+    }
+
+    /// The master's `/state` (None while it does not answer, e.g. while it starts).
+    pub async fn master_state(&self) -> Option<serde_json::Value> {
+        let response = reqwest::get(format!("http://{}/state", self.master)).await.ok()?;
+        response.json().await.ok()
     }
 
     async fn wait_for_agent(&self) {
@@ -187,6 +200,69 @@ impl Cluster {
                 Err(_) => 0,
             })
             .sum()
+    }
+}
+
+/// Binds `addr` again (the port of a process that just stopped), retrying a little.
+async fn bind_again(addr: SocketAddr) -> tokio::net::TcpListener {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => return listener,
+            Err(e) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "cannot bind {addr} again: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// A master serving on `listener`, its registry in `dir/master`.
+fn spawn_master(listener: tokio::net::TcpListener, dir: &Path) -> Stoppable {
+    let config = MasterConfig::new(listener.local_addr().unwrap(), dir.join("master"));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        if let Err(e) = agora_master::serve(config, listener, async {
+            let _ = stopped.await;
+        })
+        .await
+        {
+            eprintln!("the test master stopped: {e}");
+        }
+    });
+    Stoppable {
+        stop: Some(stop),
+        task,
+    }
+}
+
+/// An agent (8 cpus, 8 GiB, process containerizer) of `master` serving on `listener`, its
+/// work dir `dir/agent`.
+fn spawn_agent(listener: tokio::net::TcpListener, master: SocketAddr, dir: &Path) -> Stoppable {
+    let http = listener.local_addr().unwrap();
+    let mut config = AgentConfig::new(vec![master.to_string()], http, dir.join("agent"));
+    config.supervisor = Some(supervisor());
+    config.resources = Some("cpus:8;mem:8192;disk:8192;ports:[31000-31010]".into());
+    config.hostname = Some("test-host".into());
+    config.containerizers = vec![ContainerizerKind::Process];
+    config.status_update_retry = Duration::from_secs(1);
+    config.kill_grace_period = Duration::from_secs(1);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        if let Err(e) = agora_agent::run(config, listener, async {
+            let _ = stopped.await;
+        })
+        .await
+        {
+            eprintln!("the test agent stopped: {e}");
+        }
+    });
+    Stoppable {
+        stop: Some(stop),
+        task,
     }
 }
 
