@@ -239,6 +239,13 @@ fn health_check_of_an_app_without_ports_needs_a_fixed_port() {
 }
 
 #[test]
+fn https_health_checks_are_refused_naming_the_protocol() {
+    let e = refused(json!({"id": "/web", "cmd": "x", "portDefinitions": [{"port": 0}],
+        "healthChecks": [{"protocol": "HTTPS", "portIndex": 0}]}));
+    assert!(e.at("/healthChecks(0)/protocol")[0].contains("HTTPS"));
+}
+
+#[test]
 fn command_health_check_needs_a_command() {
     let e = refused(json!({"id": "/web", "cmd": "x", "healthChecks": [{"protocol": "COMMAND"}]}));
     assert!(!e.at("/healthChecks(0)/command").is_empty());

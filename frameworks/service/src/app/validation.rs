@@ -325,6 +325,14 @@ impl AppDefinition {
                     if !valid {
                         e.add(path.clone(), HEALTH_CHECK_PORT_INDEX);
                     }
+                    if hc.protocol == HealthCheckProtocol::Https {
+                        // Probing HTTPS needs TLS, which this build leaves out; accepting
+                        // the check would fail every probe and kill healthy tasks.
+                        e.add(
+                            format!("{path}/protocol"),
+                            "HTTPS health checks are not supported (this build has no TLS); use HTTP or TCP",
+                        );
+                    }
                 }
             }
             if hc.interval_seconds == 0 {
