@@ -92,7 +92,7 @@ pub enum Call {
         uuid: Vec<u8>,
     },
     Reconcile {
-        tasks: Vec<TaskId>,
+        tasks: Vec<ReconcileTask>,
     },
     Message {
         agent_id: AgentId,
@@ -100,6 +100,16 @@ pub enum Call {
         data: Vec<u8>,
     },
     Teardown,
+}
+
+/// A task named in an explicit reconciliation, with the agent the framework
+/// believes it runs on, if it knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconcileTask {
+    /// The task asked about.
+    pub task_id: TaskId,
+    /// The agent the framework last saw the task on.
+    pub agent_id: Option<AgentId>,
 }
 
 /// The framework and stream a call claims to come from.
@@ -122,6 +132,15 @@ struct Agent {
     reachable: bool,
     /// The latest resource-usage sample the agent reported.
     usage: Option<v1::ResourceUsage>,
+}
+
+/// An agent read from the registry after a master (re)start that has not
+/// re-registered yet: it has no resources to offer and its tasks are not
+/// known until it comes back or its re-registration timeout passes.
+struct RecoveringAgent {
+    info: v1::AgentInfo,
+    /// When the agent is marked unreachable if it has not re-registered.
+    deadline: Instant,
 }
 
 struct FrameworkConn {
@@ -211,6 +230,47 @@ fn master_status(
     }
 }
 
+/// A status as a reconciliation answer: from the master, no uuid, now.
+fn reconciliation_status(mut status: v1::TaskStatus) -> v1::TaskStatus {
+    status.uuid.clear();
+    status.source = StatusSource::Master as i32;
+    status.reason = StatusReason::ReasonReconciliation as i32;
+    status.timestamp = now_seconds();
+    status
+}
+
+/// The answer for a task its (registered) agent does not have.
+fn gone_status(task_id: &TaskId, agent: &AgentId, partition_aware: bool) -> v1::TaskStatus {
+    let state = if partition_aware {
+        TaskState::Gone
+    } else {
+        TaskState::Lost
+    };
+    master_status(
+        task_id.as_str(),
+        Some(agent),
+        state,
+        StatusReason::ReasonReconciliation,
+        format!("task {task_id} is not on agent {agent}"),
+    )
+}
+
+/// The answer for a task the master cannot find anywhere.
+fn unknown_status(task_id: &TaskId, partition_aware: bool) -> v1::TaskStatus {
+    let state = if partition_aware {
+        TaskState::Unknown
+    } else {
+        TaskState::Lost
+    };
+    master_status(
+        task_id.as_str(),
+        None,
+        state,
+        StatusReason::ReasonReconciliation,
+        format!("task {task_id} is not known to the master"),
+    )
+}
+
 fn update(status: v1::TaskStatus) -> event::Event {
     event::Event::Update(v1::Update { status: Some(status) })
 }
@@ -222,6 +282,11 @@ pub struct Master {
     metrics: Metrics,
     allocator: Allocator,
     agents: BTreeMap<AgentId, Agent>,
+    /// Registry agents waiting to re-register (see [`Master::recover_agent`]).
+    recovering: BTreeMap<AgentId, RecoveringAgent>,
+    /// Explicit reconciliations not answered yet: the task may be on a
+    /// recovering agent (the one named, or any when none was named).
+    pending_reconciliation: BTreeMap<(FrameworkId, TaskId), Option<AgentId>>,
     frameworks: BTreeMap<FrameworkId, Framework>,
     offers: BTreeMap<OfferId, Offer>,
     tasks: BTreeMap<(FrameworkId, TaskId), Task>,
@@ -250,6 +315,8 @@ impl Master {
             metrics,
             allocator,
             agents: BTreeMap::new(),
+            recovering: BTreeMap::new(),
+            pending_reconciliation: BTreeMap::new(),
             frameworks: BTreeMap::new(),
             offers: BTreeMap::new(),
             tasks: BTreeMap::new(),
@@ -285,6 +352,24 @@ impl Master {
                 failover_deadline: deadline,
             },
         );
+    }
+
+    /// Loads an agent from the registry after a (re)start: it is
+    /// "recovering" (known, nothing offered, its tasks unknown) until it
+    /// re-registers, or is marked unreachable once
+    /// `agent_reregister_timeout` from `now` has passed.
+    pub fn recover_agent(&mut self, info: v1::AgentInfo, now: Instant) {
+        let Ok(id) = AgentId::parse(&info.id) else {
+            tracing::warn!(id = %info.id, "ignoring a stored agent with a bad id");
+            return;
+        };
+        if self.agents.contains_key(&id) {
+            return;
+        }
+        let deadline = now
+            .checked_add(self.config.agent_reregister_timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(86400 * 365));
+        self.recovering.insert(id, RecoveringAgent { info, deadline });
     }
 
     /// Queued effects, oldest first.
@@ -461,6 +546,7 @@ impl Master {
             return;
         };
         tracing::info!(framework = %id, why, "removing framework");
+        self.pending_reconciliation.retain(|(f, _), _| f != id);
         if let Some(conn) = fw.conn {
             let _ = conn.tx.send(Ok(v1::Event {
                 event: Some(event::Event::Error(v1::Error {
@@ -642,40 +728,7 @@ impl Master {
                     }
                 }
             }
-            Call::Reconcile { tasks } => {
-                let statuses: Vec<v1::TaskStatus> = if tasks.is_empty() {
-                    self.tasks
-                        .values()
-                        .filter(|t| &t.framework_id == fid && !is_terminal(t.state()))
-                        .map(|t| t.status.clone())
-                        .collect()
-                } else {
-                    tasks
-                        .iter()
-                        .map(|tid| match self.tasks.get(&(fid.clone(), tid.clone())) {
-                            Some(t) => t.status.clone(),
-                            None => master_status(
-                                tid.as_str(),
-                                None,
-                                if partition_aware {
-                                    TaskState::Unknown
-                                } else {
-                                    TaskState::Lost
-                                },
-                                StatusReason::ReasonReconciliation,
-                                format!("task {tid} is not known to the master"),
-                            ),
-                        })
-                        .collect()
-                };
-                for mut status in statuses {
-                    status.uuid.clear();
-                    status.source = StatusSource::Master as i32;
-                    status.reason = StatusReason::ReasonReconciliation as i32;
-                    status.timestamp = now_seconds();
-                    self.send_to_framework(fid, update(status));
-                }
-            }
+            Call::Reconcile { tasks } => self.reconcile(fid, partition_aware, tasks),
             Call::Message {
                 agent_id,
                 task_id,
@@ -698,6 +751,123 @@ impl Master {
             Call::Teardown => self.remove_framework(fid, "framework was torn down", now),
         }
         Ok(())
+    }
+
+    /// RECONCILE: implicit (no tasks) answers every live task the master
+    /// knows; explicit answers each named task, except one that may be on a
+    /// recovering agent: that one is answered when the agent re-registers or
+    /// is marked unreachable (see [`Master::answer_pending_reconciliation`]).
+    fn reconcile(&mut self, fid: &FrameworkId, partition_aware: bool, tasks: Vec<ReconcileTask>) {
+        if tasks.is_empty() {
+            let statuses: Vec<v1::TaskStatus> = self
+                .tasks
+                .values()
+                .filter(|t| &t.framework_id == fid && !is_terminal(t.state()))
+                .map(|t| t.status.clone())
+                .collect();
+            for status in statuses {
+                self.send_to_framework(fid, update(reconciliation_status(status)));
+            }
+            return;
+        }
+        for ReconcileTask { task_id, agent_id } in tasks {
+            let key = (fid.clone(), task_id);
+            let status = if let Some(t) = self.tasks.get(&key) {
+                t.status.clone()
+            } else if let Some(agent) = agent_id {
+                if self.recovering.contains_key(&agent) {
+                    self.pending_reconciliation.insert(key, Some(agent));
+                    continue;
+                }
+                match self.agents.get(&agent) {
+                    Some(a) if a.reachable => gone_status(&key.1, &agent, partition_aware),
+                    Some(_) => master_status(
+                        key.1.as_str(),
+                        Some(&agent),
+                        TaskState::Unreachable,
+                        StatusReason::ReasonReconciliation,
+                        format!("agent {agent} of task {} is unreachable", key.1),
+                    ),
+                    None => unknown_status(&key.1, partition_aware),
+                }
+            } else if !self.recovering.is_empty() {
+                self.pending_reconciliation.insert(key, None);
+                continue;
+            } else {
+                unknown_status(&key.1, partition_aware)
+            };
+            self.send_to_framework(fid, update(reconciliation_status(status)));
+        }
+    }
+
+    /// Answers the pending reconciliations `agent` settles: after it
+    /// re-registered (`reachable`), a task it has gets its real state and one
+    /// it lacks TASK_GONE (TASK_LOST if not partition-aware); after its
+    /// re-registration timeout, its tasks get TASK_UNREACHABLE. Once no agent
+    /// is recovering, tasks asked about without an agent and still not found
+    /// get TASK_UNKNOWN (TASK_LOST if not partition-aware).
+    fn answer_pending_reconciliation(&mut self, agent: &AgentId, reachable: bool) {
+        let pending = std::mem::take(&mut self.pending_reconciliation);
+        let last = self.recovering.is_empty();
+        for (key, named) in pending {
+            let aware = self
+                .frameworks
+                .get(&key.0)
+                .is_some_and(Framework::partition_aware);
+            let status = match self.tasks.get(&key) {
+                Some(t) if named.as_ref() == Some(agent) || &t.agent_id == agent => Some(t.status.clone()),
+                _ if named.as_ref() == Some(agent) => Some(if reachable {
+                    gone_status(&key.1, agent, aware)
+                } else {
+                    master_status(
+                        key.1.as_str(),
+                        Some(agent),
+                        TaskState::Unreachable,
+                        StatusReason::ReasonReconciliation,
+                        format!("agent {agent} did not re-register in time"),
+                    )
+                }),
+                _ if named.is_none() && last => Some(unknown_status(&key.1, aware)),
+                _ => None,
+            };
+            match status {
+                Some(status) => self.send_to_framework(&key.0, update(reconciliation_status(status))),
+                None => {
+                    self.pending_reconciliation.insert(key, named);
+                }
+            }
+        }
+    }
+
+    /// Marks recovering agents whose re-registration timeout has passed
+    /// unreachable (the master knows none of their tasks).
+    fn expire_recovering_agents(&mut self, now: Instant) {
+        let expired: Vec<AgentId> = self
+            .recovering
+            .iter()
+            .filter(|(_, a)| a.deadline <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in expired {
+            let Some(recovering) = self.recovering.remove(&id) else {
+                continue;
+            };
+            tracing::warn!(agent = %id, "agent did not re-register in time; it is unreachable");
+            let total = Resources::from_proto(&recovering.info.resources).unwrap_or_default();
+            self.agents.insert(
+                id.clone(),
+                Agent {
+                    info: recovering.info,
+                    total,
+                    conn: None,
+                    last_seen: now,
+                    reachable: true,
+                    usage: None,
+                },
+            );
+            self.mark_unreachable(&id, now);
+            self.answer_pending_reconciliation(&id, false);
+        }
     }
 
     /// Returns offered resources to the pool, refusing them to the framework
@@ -890,6 +1060,7 @@ impl Master {
         };
         info.id = id.as_str().to_owned();
         let previous = self.agents.remove(&id);
+        let was_recovering = self.recovering.remove(&id).is_some();
         let was_unreachable = previous.as_ref().is_some_and(|a| !a.reachable);
         if previous.is_some() {
             self.rescind_offers_on(&id, now);
@@ -922,6 +1093,9 @@ impl Master {
             }),
         );
         self.adopt_tasks(&id, register.tasks, was_unreachable, previous.is_some());
+        if was_recovering || !self.pending_reconciliation.is_empty() {
+            self.answer_pending_reconciliation(&id, true);
+        }
         self.schedule_allocation(now);
         Ok(id)
     }
@@ -1252,8 +1426,10 @@ impl Master {
         self.tick_heartbeat_and_allocation(now);
     }
 
-    /// Marks silent agents unreachable and rescinds offers held too long.
+    /// Marks silent agents, and recovering agents past their re-registration
+    /// timeout, unreachable and rescinds offers held too long.
     fn sweep(&mut self, now: Instant) {
+        self.expire_recovering_agents(now);
         let timeout = self.config.agent_timeout;
         let silent: Vec<AgentId> = self
             .agents
@@ -1354,6 +1530,9 @@ impl Master {
         m.agents
             .get_or_create(&label("status", "unreachable"))
             .set((self.agents.len() - active) as i64);
+        m.agents
+            .get_or_create(&label("status", "recovering"))
+            .set(self.recovering.len() as i64);
         m.frameworks.set(self.frameworks.len() as i64);
         m.frameworks_connected
             .set(self.frameworks.values().filter(|f| f.conn.is_some()).count() as i64);
@@ -1440,7 +1619,7 @@ impl Master {
     ///   "agents": [{ "id", "hostname", "http_address", "attributes": {name: value},
     ///                "resources": R, "used": R, "offered": R,
     ///                "usage": U | null,
-    ///                "active": bool, "status": "active"|"unreachable", "connected": bool }],
+    ///                "active": bool, "status": "active"|"unreachable"|"recovering", "connected": bool }],
     ///   "frameworks": [{ "id", "name", "user", "roles": [..], "active": bool, "connected": bool,
     ///                    "status": "connected"|"disconnected", "failover_timeout_seconds",
     ///                    "used": R, "offered": R, "task_count",
@@ -1451,10 +1630,12 @@ impl Master {
     ///       "usage": { "cpus_used", "mem_used_mib" } | null, "group_id" (only for a task group's tasks) }
     /// U = { "cpus_used", "mem_used_mib" (the agent's tasks, summed), "timestamp",
     ///       "host": { "cpus_used", "mem_used_mib", "cpus_total", "mem_total_mib" } }
-    /// ("used" is what is allocated to tasks; "usage" what they actually use, as last sampled.)
+    /// ("used" is what is allocated to tasks; "usage" what they actually use, as last sampled;
+    /// a "recovering" agent is one from the registry that has not re-registered since the
+    /// master started.)
     /// ```
     pub fn state_json(&self) -> Value {
-        let agents: Vec<Value> = self
+        let mut agents: Vec<Value> = self
             .agents
             .iter()
             .map(|(id, a)| {
@@ -1479,6 +1660,28 @@ impl Master {
                 })
             })
             .collect();
+        agents.extend(self.recovering.iter().map(|(id, a)| {
+            let attributes: serde_json::Map<String, Value> = a
+                .info
+                .attributes
+                .iter()
+                .map(|at| (at.name.clone(), Value::String(at.value.clone())))
+                .collect();
+            let total = Resources::from_proto(&a.info.resources).unwrap_or_default();
+            json!({
+                "id": id,
+                "hostname": a.info.hostname,
+                "http_address": a.info.http_address,
+                "attributes": attributes,
+                "resources": resources_json(&total),
+                "used": resources_json(&Resources::new()),
+                "offered": resources_json(&Resources::new()),
+                "usage": Value::Null,
+                "active": false,
+                "connected": false,
+                "status": "recovering",
+            })
+        }));
         let frameworks: Vec<Value> = self
             .frameworks
             .iter()

@@ -514,7 +514,7 @@ async fn reconciliation_answers_latest_states_and_unknown_for_unknown_tasks() {
     assert_eq!(ups[0].reason, StatusReason::ReasonReconciliation as i32);
     assert!(ups[0].uuid.is_empty());
     let explicit = Call::Reconcile {
-        tasks: vec![TaskId::parse("t1").unwrap(), TaskId::parse("zz").unwrap()],
+        tasks: vec![reconcile_task("t1", None), reconcile_task("zz", None)],
     };
     m.call(&caller, explicit, Instant::now()).unwrap();
     let ups = updates(&framework_events(&m.take_effects(), &caller.framework_id));
@@ -1146,4 +1146,130 @@ async fn after_a_master_restart_killing_one_task_of_a_pod_kills_the_whole_pod() 
         .collect();
     killed.sort();
     assert_eq!(killed, vec!["a", "b"]);
+}
+
+fn reconcile_task(task: &str, agent: Option<&str>) -> ReconcileTask {
+    ReconcileTask {
+        task_id: TaskId::parse(task).unwrap(),
+        agent_id: agent.map(|a| AgentId::parse(a).unwrap()),
+    }
+}
+
+fn partition_aware_framework() -> v1::FrameworkInfo {
+    let mut info = framework_info(3600.0);
+    info.capabilities = vec![v1::FrameworkCapability::PartitionAware as i32];
+    info
+}
+
+/// A restarted master that read agent `agent-1` from the registry and has a
+/// re-subscribed partition-aware framework asking about task `t1` on it.
+fn restarted_with_recovering_agent(c: MasterConfig) -> (Master, Caller) {
+    let mut m = master(c);
+    m.recover_agent(agent_info("agent-1"), Instant::now());
+    let caller = subscribe(&mut m, partition_aware_framework());
+    m.take_effects();
+    let ask = Call::Reconcile {
+        tasks: vec![reconcile_task("t1", Some("agent-1"))],
+    };
+    m.call(&caller, ask, Instant::now()).unwrap();
+    (m, caller)
+}
+
+fn running_task(caller: &Caller, id: &str) -> v1::Task {
+    v1::Task {
+        info: Some(task_info(id, "cpus:1")),
+        framework_id: caller.framework_id.to_string(),
+        status: Some(v1::TaskStatus {
+            task_id: id.into(),
+            state: TaskState::Running as i32,
+            ..Default::default()
+        }),
+        group_id: String::new(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconciling_a_task_on_a_recovering_agent_gets_no_answer_yet() {
+    let (mut m, caller) = restarted_with_recovering_agent(config());
+    let effects = m.take_effects();
+    assert!(updates(&framework_events(&effects, &caller.framework_id)).is_empty());
+    let ask_anywhere = Call::Reconcile {
+        tasks: vec![reconcile_task("t2", None)],
+    };
+    m.call(&caller, ask_anywhere, Instant::now()).unwrap();
+    assert!(updates(&framework_events(&m.take_effects(), &caller.framework_id)).is_empty());
+    let effects = advance(&mut m, Duration::from_secs(60)).await;
+    assert!(updates(&framework_events(&effects, &caller.framework_id)).is_empty());
+    assert!(offers(&framework_events(&effects, &caller.framework_id)).is_empty());
+    assert_eq!(m.state_json()["agents"][0]["status"], "recovering");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recovering_agents_task_is_answered_with_its_real_state_once_the_agent_re_registers() {
+    let (mut m, caller) = restarted_with_recovering_agent(config());
+    m.take_effects();
+    register(&mut m, "agent-1", 1, vec![running_task(&caller, "t1")]);
+    let ups = updates(&framework_events(&m.take_effects(), &caller.framework_id));
+    assert_eq!(ups.len(), 1);
+    assert_eq!(ups[0].task_id, "t1");
+    assert_eq!(ups[0].state, TaskState::Running as i32);
+    assert_eq!(ups[0].agent_id, "agent-1");
+    assert_eq!(ups[0].reason, StatusReason::ReasonReconciliation as i32);
+    assert_eq!(m.state_json()["agents"][0]["status"], "active");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recovering_agents_task_is_unreachable_after_the_agent_reregister_timeout() {
+    let mut c = config();
+    c.agent_reregister_timeout = Duration::from_secs(600);
+    let (mut m, caller) = restarted_with_recovering_agent(c);
+    m.take_effects();
+    let effects = advance(&mut m, Duration::from_secs(599)).await;
+    assert!(updates(&framework_events(&effects, &caller.framework_id)).is_empty());
+    let effects = advance(&mut m, Duration::from_secs(2)).await;
+    let ups = updates(&framework_events(&effects, &caller.framework_id));
+    assert_eq!(ups.len(), 1);
+    assert_eq!(ups[0].task_id, "t1");
+    assert_eq!(ups[0].state, TaskState::Unreachable as i32);
+    assert_eq!(m.state_json()["agents"][0]["status"], "unreachable");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_its_registered_agent_does_not_have_is_gone() {
+    let mut m = master(config());
+    let agent = register(&mut m, "agent-1", 1, vec![]);
+    let caller = subscribe(&mut m, partition_aware_framework());
+    m.take_effects();
+    let ask = Call::Reconcile {
+        tasks: vec![reconcile_task("t1", Some(agent.as_str()))],
+    };
+    m.call(&caller, ask, Instant::now()).unwrap();
+    let ups = updates(&framework_events(&m.take_effects(), &caller.framework_id));
+    assert_eq!(ups.len(), 1);
+    assert_eq!(ups[0].state, TaskState::Gone as i32);
+    assert_eq!(ups[0].agent_id, "agent-1");
+}
+
+#[test]
+fn the_agent_id_of_a_reconciled_task_passes_through_grpc() {
+    let req = v1::ReconcileRequest {
+        caller: None,
+        tasks: vec![
+            v1::ReconcileTask {
+                task_id: "t1".into(),
+                agent_id: "agent-1".into(),
+            },
+            v1::ReconcileTask {
+                task_id: "t2".into(),
+                agent_id: String::new(),
+            },
+        ],
+    };
+    let Call::Reconcile { tasks } = crate::grpc::reconcile_call(&req).unwrap() else {
+        panic!("not a reconcile call");
+    };
+    assert_eq!(
+        tasks,
+        vec![reconcile_task("t1", Some("agent-1")), reconcile_task("t2", None)]
+    );
 }

@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::actor::{Command, MasterHandle};
 use crate::allocator::validate_role;
-use crate::cluster::{Call, Caller, DEFAULT_REFUSE};
+use crate::cluster::{Call, Caller, DEFAULT_REFUSE, ReconcileTask};
 
 /// The longest refuse filter honoured; longer ones are cut to this.
 const MAX_REFUSE: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -89,6 +89,27 @@ fn task_id(field: &str, s: &str) -> Result<TaskId, Status> {
 
 fn agent_id(field: &str, s: &str) -> Result<AgentId, Status> {
     AgentId::parse(s).map_err(|e| invalid(field, e))
+}
+
+/// The RECONCILE call a request asks for: each task's id, and its agent's id
+/// when given (empty means unknown); names the bad field otherwise.
+pub fn reconcile_call(req: &v1::ReconcileRequest) -> Result<Call, Status> {
+    let tasks = req
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            Ok(ReconcileTask {
+                task_id: task_id(&format!("tasks[{i}].task_id"), &t.task_id)?,
+                agent_id: if t.agent_id.is_empty() {
+                    None
+                } else {
+                    Some(agent_id(&format!("tasks[{i}].agent_id"), &t.agent_id)?)
+                },
+            })
+        })
+        .collect::<Result<Vec<_>, Status>>()?;
+    Ok(Call::Reconcile { tasks })
 }
 
 /// Checks the REGISTER an agent opens its stream with.
@@ -258,13 +279,8 @@ impl Scheduler for SchedulerService {
         request: Request<v1::ReconcileRequest>,
     ) -> Result<Response<v1::CallResponse>, Status> {
         let req = request.into_inner();
-        let tasks = req
-            .tasks
-            .iter()
-            .enumerate()
-            .map(|(i, t)| task_id(&format!("tasks[{i}].task_id"), &t.task_id))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.call(req.caller, Call::Reconcile { tasks }).await
+        let call = reconcile_call(&req)?;
+        self.call(req.caller, call).await
     }
 
     async fn message(

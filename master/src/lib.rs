@@ -55,6 +55,11 @@ pub struct MasterConfig {
     /// An agent silent for this long is marked unreachable.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     pub agent_timeout: Duration,
+    /// How long after a master (re)start or failover an agent from the registry
+    /// may take to re-register; until then it is "recovering" (nothing offered,
+    /// reconciliation of its tasks waits), afterwards it is unreachable.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub agent_reregister_timeout: Duration,
     /// Interval agents are asked to heartbeat at; default 1/5 of --agent-timeout.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub agent_heartbeat_interval: Option<Duration>,
@@ -110,6 +115,7 @@ impl MasterConfig {
             listen,
             work_dir,
             agent_timeout: Duration::from_secs(15),
+            agent_reregister_timeout: Duration::from_secs(600),
             agent_heartbeat_interval: None,
             framework_heartbeat_interval: Duration::from_secs(15),
             offer_timeout: None,
@@ -226,7 +232,8 @@ async fn serve_routes(
 
 /// A master with the registry in `store` loaded: frameworks (known but
 /// disconnected until they re-subscribe within their failover timeout),
-/// quota, weights and reservations. Agents are counted; they re-register.
+/// quota, weights and reservations. Agents are "recovering" until they
+/// re-register (or their re-registration timeout passes).
 async fn recover(
     config: &MasterConfig,
     master_id: &str,
@@ -250,6 +257,12 @@ async fn recover(
         .list(AGENTS_PREFIX)
         .await
         .map_err(MasterError::ReadRegistry)?;
+    for (key, value) in &agents {
+        match v1::AgentInfo::decode(value.as_slice()) {
+            Ok(info) => master.recover_agent(info, now),
+            Err(e) => tracing::warn!(%key, error = %e, "skipping an undecodable agent record"),
+        }
+    }
     tracing::info!(
         %master_id,
         frameworks = frameworks.len(),
