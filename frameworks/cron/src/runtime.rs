@@ -368,8 +368,19 @@ impl Actor {
         if !changes.is_empty() {
             self.store.apply(changes).await.map_err(RuntimeError::Persist)?;
         }
-        for call in calls {
-            self.call(call).await;
+        // Launches next to each other (one per agent) go out together: they use different
+        // offers and tasks, and each waits for the master's answer.
+        let mut calls = calls.into_iter().peekable();
+        while let Some(call) = calls.next() {
+            if !matches!(call, Effect::Launch { .. }) {
+                self.call(call).await;
+                continue;
+            }
+            let mut launches = vec![call];
+            while let Some(next) = calls.next_if(|c| matches!(c, Effect::Launch { .. })) {
+                launches.push(next);
+            }
+            futures::future::join_all(launches.into_iter().map(|l| self.call(l))).await;
         }
         Ok(())
     }

@@ -1179,7 +1179,8 @@ impl Engine {
         if run.record.task_id.as_ref() != Some(task_id) || !run.is_active() {
             return;
         }
-        if reconciling && matches!(state, TaskState::Lost | TaskState::Unknown) {
+        // GONE: a master that knows the agent says it does not have the task.
+        if reconciling && matches!(state, TaskState::Lost | TaskState::Unknown | TaskState::Gone) {
             if run.record.state == RunState::Pending {
                 // Already waiting to be launched again.
                 return;
@@ -1242,7 +1243,7 @@ impl Engine {
                 );
             }
             TaskState::Dropped => self.relaunch(name, seq, message, false),
-            TaskState::Lost | TaskState::Unknown
+            TaskState::Lost | TaskState::Unknown | TaskState::Gone
                 if reconciling && kill.is_none() && relaunches < MAX_RELAUNCHES =>
             {
                 self.relaunch(name, seq, message, true)
