@@ -428,6 +428,22 @@ fn after_a_restart_a_task_unknown_to_the_master_is_launched_once_with_the_same_i
 }
 
 #[test]
+fn after_a_restart_a_task_gone_from_its_registered_agent_is_launched_again_not_failed() {
+    let mut h = Harness::new();
+    h.put(every("a", 100), t(-1));
+    h.tick(t(0));
+    let task = h.launch_one("o1", t(0));
+    h.restart(t(5));
+    assert!(launched(&h.offer("o2", t(5))).is_empty());
+    // A master that knows the agent answers GONE: the launch never reached it.
+    h.answer(&task, TaskState::Gone, t(5));
+    assert_eq!(h.launch_one("o3", t(5)), task, "the same attempt, launched again");
+    let job = h.engine.job(&name("a")).unwrap();
+    assert_eq!(job.stats.error_count, 0, "not counted as a failure");
+    assert_eq!(runs(&h.engine, "a").len(), 1);
+}
+
+#[test]
 fn a_task_that_ended_while_the_framework_was_down_is_recorded_when_its_update_arrives() {
     let mut h = Harness::new();
     h.put(every("a", 100), t(-1));
