@@ -15,7 +15,7 @@ mod timestamp;
 mod validation;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use definition::{
     AppDefinition, CommandCheck, Constraint, ConstraintOperator, Container, ContainerType, DockerContainer,

@@ -410,7 +410,7 @@ fn output_uses_the_current_container_form() {
 /// The parameters of `MarathonApp.__init__` in the marathon 0.13 Python
 /// client (site-packages/marathon/models/app.py), camelCased as its
 /// `from_json` expects them. The client rejects any other key.
-const MARATHON_0_13_APP_PARAMS: [&str; 48] = [
+pub(crate) const MARATHON_0_13_APP_PARAMS: [&str; 48] = [
     "acceptedResourceRoles",
     "args",
     "backoffFactor",
