@@ -246,6 +246,7 @@ mod tests {
             agent_id: None,
             kill: None,
             relaunches: 0,
+            armed: false,
         }
     }
 

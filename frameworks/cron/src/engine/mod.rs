@@ -18,6 +18,16 @@
 //!   is definitive (below);
 //! - it ended while we were down → the agent re-sends the terminal update and it is recorded.
 //!
+//! Arming: [`EngineConfig::arm_ahead`] before a job's next instant, its run is created *armed*
+//! and the cursor moved past it, in one persisted change. At the instant only the run's launch
+//! (Pending → Running with its task id) is written before the ACCEPT, which keeps the write on
+//! the launch path small when many jobs share an instant. An armed run is not history yet: it
+//! is decided when its instant comes, exactly as an instant handled then — the concurrency
+//! policy (FORBID skips, REPLACE kills) and `startingDeadlineSeconds` apply then, and one whose
+//! instant passed while the framework was down is a catch-up. Armed runs of a job that is
+//! disabled or given another schedule are dropped (their instants never come); one job has at
+//! most one armed run. A user's kill leaves the armed run alone (it has not started).
+//!
 //! When "unknown" is definitive: a restarted master knows a task only once its agent has
 //! re-registered and reported it, and answers "unknown" for every task of an agent that has not
 //! re-registered yet (Mesos answers nothing then, and TASK_UNREACHABLE once its
@@ -98,6 +108,11 @@ pub struct EngineConfig {
     /// First delay before a task in doubt is reconciled again; doubles up to
     /// [`RECONCILE_RETRY_MAX`].
     pub reconcile_retry: Duration,
+    /// A job's next instant is *armed* this long before it comes: its run record is created and
+    /// the cursor moved past it in one persisted change, so that at the instant only the run's
+    /// launch is left to write (see the module documentation). Zero: instants are handled only
+    /// when they come.
+    pub arm_ahead: Duration,
 }
 
 /// Longest delay between two reconciliations of a task in doubt.
@@ -117,6 +132,7 @@ impl Default for EngineConfig {
             lateness_samples: 10_000,
             agent_reregister_timeout: Duration::from_secs(600),
             reconcile_retry: Duration::from_secs(1),
+            arm_ahead: Duration::from_secs(5),
         }
     }
 }
@@ -153,6 +169,10 @@ pub struct Run {
     /// Times the current attempt was launched again because the master did not know it.
     #[serde(default)]
     pub relaunches: u32,
+    /// Created ahead of its instant and not come yet: not part of the history, not launched,
+    /// and the concurrency policy and deadline are applied when the instant comes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub armed: bool,
 }
 
 impl Run {
@@ -163,6 +183,11 @@ impl Run {
     /// Launched: a task id was chosen and an ACCEPT may have reached the master.
     fn is_launched(&self) -> bool {
         self.record.state == RunState::Running && self.record.task_id.is_some()
+    }
+
+    /// Part of the history: it ran, runs, waits for an offer or was decided (not armed).
+    fn is_history(&self) -> bool {
+        !self.armed
     }
 }
 
@@ -273,6 +298,21 @@ impl JobEntry {
 
     fn active(&self) -> impl Iterator<Item = &Run> {
         self.live.iter().filter_map(|seq| self.runs.get(seq))
+    }
+
+    /// Runs in flight, armed runs excluded.
+    fn in_flight(&self) -> impl Iterator<Item = &Run> {
+        self.active().filter(|r| !r.armed)
+    }
+
+    /// The armed run, if any (at most one per job).
+    fn armed(&self) -> Option<&Run> {
+        self.active().find(|r| r.armed)
+    }
+
+    /// The next instant this job will run at: its armed run's, else the cursor.
+    fn next_instant(&self) -> Option<Timestamp> {
+        self.armed().map(|r| r.due_at).or(self.cursor)
     }
 
     /// The latest finished run succeeded (the job's last result is a success).
@@ -459,14 +499,19 @@ impl Engine {
             .jobs
             .get(name)
             .ok_or_else(|| CronError::NotFound(name.to_string()))?;
-        Ok(entry.runs.values().map(|r| r.record.clone()).collect())
+        Ok(entry
+            .runs
+            .values()
+            .filter(|r| r.is_history())
+            .map(|r| r.record.clone())
+            .collect())
     }
 
     /// Counters and lateness samples.
     pub fn metrics(&self) -> CronMetrics {
         let mut by_state: BTreeMap<&'static str, (RunState, u64)> = BTreeMap::new();
         for entry in self.jobs.values() {
-            for run in entry.runs.values() {
+            for run in entry.runs.values().filter(|r| r.is_history()) {
                 let key = state_key(run.record.state);
                 by_state.entry(key).or_insert((run.record.state, 0)).1 += 1;
             }
@@ -498,11 +543,18 @@ impl Engine {
         let mut consider = |t: Timestamp| {
             next = Some(next.map_or(t, |n| n.min(t)));
         };
+        let arm_ahead = jiff::SignedDuration::try_from(self.config.arm_ahead).unwrap_or_default();
         for entry in self.jobs.values() {
             if entry.fires()
                 && let Some(c) = entry.cursor
             {
-                consider(c);
+                // Armed ahead of the instant when there is no armed run yet, else handled then.
+                let arm_at = c.checked_sub(arm_ahead).unwrap_or(c);
+                if arm_ahead.is_zero() || entry.armed().is_some() || arm_at <= self.now {
+                    consider(c);
+                } else {
+                    consider(arm_at);
+                }
             }
             for run in entry.active() {
                 if run.record.state == RunState::Pending && run.due_at > self.now {
@@ -563,6 +615,10 @@ impl Engine {
             (_, None) => None,
         };
         let name = job.name.clone();
+        if !same_schedule && let Some(armed) = existing.and_then(|e| e.armed()).map(|r| r.seq) {
+            // Its instant belongs to the old schedule.
+            self.drop_armed_run(&name, armed);
+        }
         match self.jobs.get_mut(&name) {
             Some(entry) => {
                 entry.job = job;
@@ -859,11 +915,13 @@ impl Engine {
 
     fn step(&mut self, now: Timestamp) -> Vec<Effect> {
         self.now = self.now.max(now);
+        self.settle_armed_runs(now);
         self.fire_due_instants(now);
         self.kill_overrunning(now);
         self.skip_past_start_deadline(now);
         self.recheck_doubts(now);
         self.launch_due_runs(now);
+        self.arm_next_instants(now);
         self.manage_offers(now);
         self.recovering = false;
         self.flush()
@@ -989,13 +1047,10 @@ impl Engine {
     /// Creates a run for a schedule or dependency trigger, applying the concurrency policy.
     fn admit(&mut self, name: &JobName, trigger: Trigger, instant: Option<Timestamp>, now: Timestamp) {
         let Some(entry) = self.jobs.get(name) else { return };
-        let in_flight: Vec<String> = entry.active().map(|r| r.record.run_id.clone()).collect();
+        let in_flight: Vec<String> = entry.in_flight().map(|r| r.record.run_id.clone()).collect();
         match entry.job.concurrency_policy {
             ConcurrencyPolicy::Forbid if !in_flight.is_empty() => {
-                let message = format!(
-                    "skipped: concurrencyPolicy FORBID and run {} is still in flight",
-                    in_flight.join(", ")
-                );
+                let message = forbidden_message(&in_flight);
                 let at = instant.unwrap_or(now);
                 self.record_skipped(name, trigger, at, now, message);
                 return;
@@ -1006,6 +1061,114 @@ impl Engine {
             _ => {}
         }
         self.create_run(name, trigger, instant, instant.unwrap_or(now));
+    }
+
+    /// Creates the run of each firing job's next instant ahead of it (within
+    /// [`EngineConfig::arm_ahead`]) and moves the cursor past it, in this step's one change.
+    /// At most one armed run per job: a job firing more often than that is armed again once
+    /// its armed instant came.
+    fn arm_next_instants(&mut self, now: Timestamp) {
+        if self.config.arm_ahead.is_zero() {
+            return;
+        }
+        let horizon = add(now, self.config.arm_ahead);
+        let to_arm: Vec<(JobName, Timestamp)> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| e.fires() && e.armed().is_none())
+            .filter_map(|(n, e)| {
+                e.cursor
+                    .filter(|c| *c > now && *c <= horizon)
+                    .map(|c| (n.clone(), c))
+            })
+            .collect();
+        for (name, instant) in to_arm {
+            let seq = self.create_run(&name, Trigger::Schedule, Some(instant), instant);
+            let Some(entry) = self.jobs.get_mut(&name) else {
+                continue;
+            };
+            if let Some(run) = entry.runs.get_mut(&seq) {
+                run.armed = true;
+            }
+            entry.cursor = entry.schedule.as_ref().and_then(|s| s.next_after(instant));
+            self.persist_run(&name, seq);
+            self.persist_job(&name);
+        }
+    }
+
+    /// Armed runs whose instant came are decided now, as an instant handled now would be:
+    /// late ones (the framework was down) are catch-ups, the starting deadline and the
+    /// concurrency policy apply. Armed runs of jobs that no longer fire are dropped.
+    fn settle_armed_runs(&mut self, now: Timestamp) {
+        let armed: Vec<(JobName, u64, bool)> = self
+            .jobs
+            .iter()
+            .flat_map(|(name, e)| {
+                let fires = e.fires();
+                e.active()
+                    .filter(move |r| r.armed && (!fires || r.due_at <= now))
+                    .map(move |r| (name.clone(), r.seq, fires))
+            })
+            .collect();
+        for (name, seq, fires) in armed {
+            if fires {
+                self.settle_armed_run(&name, seq, now);
+            } else {
+                self.drop_armed_run(&name, seq);
+            }
+        }
+    }
+
+    fn settle_armed_run(&mut self, name: &JobName, seq: u64, now: Timestamp) {
+        let late_after = jiff::SignedDuration::try_from(self.config.late_after).unwrap_or_default();
+        let recovering = self.recovering;
+        let Some(entry) = self.jobs.get(name) else { return };
+        let Some(run) = entry.runs.get(&seq) else { return };
+        let Some(instant) = run.record.scheduled_at else {
+            return;
+        };
+        let late = now.duration_since(instant);
+        let trigger = if (recovering && instant < now) || late > late_after {
+            Trigger::CatchUp
+        } else {
+            Trigger::Schedule
+        };
+        let in_flight: Vec<String> = entry.in_flight().map(|r| r.record.run_id.clone()).collect();
+        let skipped = match (entry.job.starting_deadline_seconds, entry.job.concurrency_policy) {
+            (Some(limit), _) if late.as_secs_f64() > limit as f64 => Some(format!(
+                "skipped: {:.3}s late, more than startingDeadlineSeconds ({limit})",
+                late.as_secs_f64()
+            )),
+            (_, ConcurrencyPolicy::Forbid) if !in_flight.is_empty() => Some(forbidden_message(&in_flight)),
+            (_, ConcurrencyPolicy::Replace) if !in_flight.is_empty() => {
+                self.kill_active(name, KillReason::Replaced, now);
+                None
+            }
+            _ => None,
+        };
+        let Some(run) = self.jobs.get_mut(name).and_then(|e| e.runs.get_mut(&seq)) else {
+            return;
+        };
+        run.armed = false;
+        run.record.trigger = trigger;
+        if let Some(message) = skipped {
+            run.record.state = RunState::Skipped;
+            run.record.finished_at = Some(now);
+            run.record.message = Some(message);
+        }
+        self.persist_run(name, seq);
+        self.trim_history(name);
+    }
+
+    /// Forgets an armed run whose instant will not come (the job was disabled or its schedule
+    /// changed). Its instant was never part of the history.
+    fn drop_armed_run(&mut self, name: &JobName, seq: u64) {
+        let Some(entry) = self.jobs.get_mut(name) else {
+            return;
+        };
+        entry.runs.remove(&seq);
+        entry.live.remove(&seq);
+        self.changes.push(Change::DeleteRun(name.clone(), seq));
     }
 
     fn record_skipped(
@@ -1059,6 +1222,7 @@ impl Engine {
             agent_id: None,
             kill: None,
             relaunches: 0,
+            armed: false,
         };
         entry.runs.insert(seq, run);
         self.persist_run(name, seq);
@@ -1074,7 +1238,7 @@ impl Engine {
         };
         let mut kills = Vec::new();
         let mut ended = Vec::new();
-        let live: Vec<u64> = entry.live.iter().copied().collect();
+        let live: Vec<u64> = entry.in_flight().map(|r| r.seq).collect();
         for seq in live {
             let Some(run) = entry.runs.get_mut(&seq) else {
                 continue;
@@ -1448,7 +1612,7 @@ impl Engine {
             .iter()
             .flat_map(|(name, e)| {
                 e.active()
-                    .filter(|r| r.record.state == RunState::Pending && r.due_at <= now)
+                    .filter(|r| r.record.state == RunState::Pending && !r.armed && r.due_at <= now)
                     .map(move |r| (r.due_at, name.clone(), r.seq))
             })
             .collect();
@@ -1575,6 +1739,13 @@ impl Engine {
     }
 }
 
+fn forbidden_message(in_flight: &[String]) -> String {
+    format!(
+        "skipped: concurrencyPolicy FORBID and run {} is still in flight",
+        in_flight.join(", ")
+    )
+}
+
 fn kill_message(reason: KillReason) -> &'static str {
     match reason {
         KillReason::User => "killed on request",
@@ -1653,7 +1824,7 @@ fn status_of(entry: &JobEntry) -> JobStatus {
     JobStatus {
         job: entry.job.clone(),
         stats: entry.stats.clone(),
-        next_run: if entry.fires() { entry.cursor } else { None },
-        running: entry.active().count() as u32,
+        next_run: if entry.fires() { entry.next_instant() } else { None },
+        running: entry.in_flight().count() as u32,
     }
 }

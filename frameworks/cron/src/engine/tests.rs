@@ -316,7 +316,11 @@ fn a_manual_run_launches_now_without_moving_the_schedule() {
 
 #[test]
 fn an_instant_becomes_a_run_and_moves_the_cursor_in_one_persist() {
-    let mut h = Harness::new();
+    // Without arming: the instant is handled when it comes.
+    let mut h = Harness::with(EngineConfig {
+        arm_ahead: Duration::ZERO,
+        ..EngineConfig::default()
+    });
     h.put(every("a", 10), t(-1));
     let effects = h.tick(t(0));
     let persists: Vec<&Vec<Change>> = effects
@@ -502,7 +506,8 @@ fn missed_instants_beyond_the_catch_up_limit_are_one_skipped_record() {
         catch_up_limit: 2,
         ..EngineConfig::default()
     });
-    h.put(every("a", 10), t(-1));
+    // Created before the first instant is armed, so all three are missed instants.
+    h.put(every("a", 10), t(-10));
     h.restart(t(55));
     let r = runs(&h.engine, "a");
     let states: Vec<(Option<Timestamp>, RunState)> = r.iter().map(|r| (r.scheduled_at, r.state)).collect();
@@ -539,6 +544,244 @@ fn an_instant_later_than_the_starting_deadline_is_skipped_and_recorded() {
             .as_deref()
             .unwrap()
             .contains("startingDeadlineSeconds")
+    );
+}
+
+// -------------------------------------------------------------------------------------------
+// Arming: the next instant persisted ahead of it
+// -------------------------------------------------------------------------------------------
+
+/// The persisted run of `instant`, armed or not.
+fn durable_run(h: &Harness, n: &str, instant: Timestamp) -> Option<Run> {
+    h.durable
+        .runs
+        .iter()
+        .find(|((job, _), r)| *job == name(n) && r.record.scheduled_at == Some(instant))
+        .map(|(_, r)| r.clone())
+}
+
+fn persisted(effects: &[Effect]) -> Vec<Change> {
+    effects
+        .iter()
+        .flat_map(|e| match e {
+            Effect::Persist(c) => c.clone(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+#[test]
+fn the_next_instant_is_armed_ahead_with_its_run_and_the_cursor_in_one_persist() {
+    let mut h = Harness::new();
+    h.put(every("a", 10), t(-100));
+    assert!(durable_run(&h, "a", t(0)).is_none(), "armed too early");
+    let batch = persisted(&h.tick(t(-5)));
+    assert!(batch.iter().any(|c| matches!(c, Change::PutRun(_, r)
+        if r.armed && r.record.scheduled_at == Some(t(0)) && r.record.state == RunState::Pending)));
+    assert!(
+        batch
+            .iter()
+            .any(|c| matches!(c, Change::PutJob(j) if j.cursor == Some(t(10))))
+    );
+    assert_eq!(h.engine.next_deadline(), Some(t(0)));
+}
+
+#[test]
+fn an_armed_run_is_launched_at_its_instant_not_before() {
+    let mut h = Harness::new();
+    h.put(every("a", 100), t(-100));
+    h.tick(t(-5));
+    assert!(launched(&h.offer("o1", t(-1))).is_empty());
+    let effects = h.tick(t(0));
+    assert_eq!(
+        launched(&effects).len(),
+        1,
+        "the held offer takes it at the instant"
+    );
+}
+
+#[test]
+fn at_an_armed_instant_only_the_runs_launch_is_written_before_it_is_sent() {
+    let mut h = Harness::new();
+    h.put(every("a", 100), t(-100));
+    h.tick(t(-5));
+    h.offer("o1", t(-1));
+    let effects = h.tick(t(0));
+    let Some(Effect::Persist(batch)) = effects.first() else {
+        panic!("the launch is persisted first: {effects:?}");
+    };
+    assert_eq!(batch.len(), 1, "{batch:?}");
+    assert!(matches!(&batch[0], Change::PutRun(_, r)
+        if !r.armed && r.record.state == RunState::Running && r.record.task_id.is_some()));
+}
+
+#[test]
+fn an_armed_run_is_not_history_until_its_instant() {
+    let mut h = Harness::new();
+    h.put(every("a", 100), t(-100));
+    h.tick(t(-5));
+    assert!(runs(&h.engine, "a").is_empty());
+    let status = h.engine.job(&name("a")).unwrap();
+    assert_eq!(status.next_run, Some(t(0)), "the next run is the armed instant");
+    assert_eq!(status.running, 0);
+    h.tick(t(0));
+    assert_eq!(scheduled(&h.engine, "a"), vec![Some(t(0))]);
+    assert_eq!(h.engine.job(&name("a")).unwrap().next_run, Some(t(100)));
+}
+
+#[test]
+fn an_armed_run_survives_a_restart_before_its_instant_and_runs_once() {
+    let mut h = Harness::new();
+    h.put(every("a", 100), t(-100));
+    h.tick(t(-5));
+    h.restart(t(-2));
+    h.tick(t(0));
+    h.launch_one("o1", t(0));
+    let r = runs(&h.engine, "a");
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].scheduled_at, r[0].trigger), (Some(t(0)), Trigger::Schedule));
+}
+
+#[test]
+fn an_armed_run_whose_instant_passed_during_a_restart_is_one_catch_up() {
+    let mut h = Harness::new();
+    h.put(every("a", 100), t(-100));
+    h.tick(t(-5));
+    h.restart(t(30));
+    h.launch_one("o1", t(30));
+    let r = runs(&h.engine, "a");
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!((r[0].scheduled_at, r[0].trigger), (Some(t(0)), Trigger::CatchUp));
+    assert_eq!(h.engine.job(&name("a")).unwrap().next_run, Some(t(100)));
+}
+
+#[test]
+fn an_armed_run_past_its_starting_deadline_after_a_restart_is_skipped() {
+    let mut h = Harness::new();
+    let mut job = every("a", 100);
+    job.starting_deadline_seconds = Some(10);
+    h.put(job, t(-100));
+    h.tick(t(-5));
+    h.restart(t(30));
+    assert!(launched(&h.offer("o1", t(30))).is_empty());
+    let r = runs(&h.engine, "a");
+    assert_eq!((r[0].scheduled_at, r[0].state), (Some(t(0)), RunState::Skipped));
+    assert!(
+        r[0].message
+            .as_deref()
+            .unwrap()
+            .contains("startingDeadlineSeconds")
+    );
+}
+
+#[test]
+fn disabling_a_job_drops_its_armed_run() {
+    let mut h = Harness::new();
+    let job = every("a", 100);
+    h.put(job.clone(), t(-100));
+    h.tick(t(-5));
+    let mut disabled = job;
+    disabled.disabled = true;
+    h.put(disabled, t(-4));
+    assert!(durable_run(&h, "a", t(0)).is_none());
+    assert!(launched(&h.offer("o1", t(0))).is_empty());
+    h.tick(t(1));
+    assert!(runs(&h.engine, "a").is_empty());
+}
+
+#[test]
+fn a_new_schedule_drops_the_armed_run_of_the_old_one() {
+    let mut h = Harness::new();
+    let job = every("a", 100);
+    h.put(job.clone(), t(-100));
+    h.tick(t(-5));
+    let mut moved = job;
+    moved.schedule = Some(format!("R/{}/PT100S", t(3)));
+    h.put(moved, t(-2));
+    assert!(durable_run(&h, "a", t(0)).is_none());
+    assert!(durable_run(&h, "a", t(3)).is_some_and(|r| r.armed));
+    h.tick(t(0));
+    assert!(launched(&h.offer("o1", t(0))).is_empty());
+    h.tick(t(3));
+    assert_eq!(scheduled(&h.engine, "a"), vec![Some(t(3))]);
+}
+
+#[test]
+fn replacing_a_job_with_the_same_schedule_keeps_its_armed_run() {
+    let mut h = Harness::new();
+    let job = every("a", 100);
+    h.put(job.clone(), t(-100));
+    h.tick(t(-5));
+    let mut edited = job;
+    edited.command = "echo edited".into();
+    h.put(edited, t(-4));
+    h.tick(t(0));
+    h.offer("o1", t(0));
+    assert_eq!(scheduled(&h.engine, "a"), vec![Some(t(0))]);
+    assert!(durable_run(&h, "a", t(0)).is_some_and(|r| !r.armed && r.record.task_id.is_some()));
+}
+
+#[test]
+fn forbid_is_decided_at_the_armed_instant_not_when_arming() {
+    let mut h = Harness::new();
+    let mut job = every("a", 100);
+    job.concurrency_policy = ConcurrencyPolicy::Forbid;
+    h.put(job, t(-100));
+    h.tick(t(-5));
+    // A manual run starts after the instant was armed and is still going at the instant.
+    let e = h.engine.run_now(&name("a"), t(-3)).unwrap();
+    h.record(e);
+    h.launch_one("o1", t(-3));
+    h.tick(t(0));
+    assert!(launched(&h.offer("o2", t(0))).is_empty());
+    let r = runs(&h.engine, "a");
+    let instant = r.iter().find(|r| r.scheduled_at == Some(t(0))).unwrap();
+    assert_eq!(instant.state, RunState::Skipped);
+    assert!(instant.message.as_deref().unwrap().contains("FORBID"));
+}
+
+#[test]
+fn replace_kills_the_run_in_flight_at_the_armed_instant_not_when_arming() {
+    let mut h = Harness::new();
+    let mut job = every("a", 100);
+    job.concurrency_policy = ConcurrencyPolicy::Replace;
+    h.put(job, t(-100));
+    let e = h.engine.run_now(&name("a"), t(-10)).unwrap();
+    h.record(e);
+    let manual = h.launch_one("o1", t(-10));
+    assert!(killed(&h.tick(t(-5))).is_empty(), "killed when arming");
+    assert_eq!(killed(&h.tick(t(0))), vec![manual]);
+    assert_eq!(launched(&h.offer("o2", t(0))).len(), 1);
+}
+
+#[test]
+fn killing_a_jobs_tasks_leaves_its_armed_instant() {
+    let mut h = Harness::new();
+    h.put(every("a", 100), t(-100));
+    let e = h.engine.run_now(&name("a"), t(-10)).unwrap();
+    h.record(e);
+    let manual = h.launch_one("o1", t(-10));
+    h.tick(t(-5));
+    let e = h.engine.kill_tasks(&name("a"), t(-4)).unwrap();
+    assert_eq!(killed(&h.record(e)), vec![manual]);
+    h.tick(t(0));
+    assert_eq!(launched(&h.offer("o2", t(0))).len(), 1);
+}
+
+#[test]
+fn a_job_firing_more_often_than_the_arming_lead_has_one_armed_run_at_a_time() {
+    let mut h = Harness::new();
+    h.put(every("a", 1), t(-100));
+    h.tick(t(-1));
+    let armed = h.durable.runs.values().filter(|r| r.armed).count();
+    assert_eq!(armed, 1);
+    for at in 0..4 {
+        h.tick(t(at));
+        h.launch_one(&format!("o{at}"), t(at));
+    }
+    assert_eq!(
+        scheduled(&h.engine, "a"),
+        vec![Some(t(0)), Some(t(1)), Some(t(2)), Some(t(3))]
     );
 }
 
@@ -787,7 +1030,8 @@ fn history_is_bounded_per_job() {
     let r = runs(&h.engine, "a");
     assert_eq!(r.len(), 3);
     assert_eq!(r[0].scheduled_at, Some(t(70)));
-    assert_eq!(h.durable.runs.len(), 3);
+    let history = h.durable.runs.values().filter(|r| !r.armed).count();
+    assert_eq!(history, 3);
 }
 
 #[test]
