@@ -2,20 +2,47 @@
 """Instant -> ACCEPT-acknowledged lateness of `agora bench cron` runs (docs/BENCHMARKS.md).
 
 Reads the JSON log of `agora --log-format json bench cron` run with
-RUST_LOG=...,agora_cron::launch=debug; assumes identical starts and --every PT1M.
+RUST_LOG=...,agora_cron::launch=debug: one "task launched" line per task of an
+ACCEPT the master acknowledged, with its scheduled instant and lateness, and one
+"launch step" line per step that launched (its store write and its calls, in ms).
+Counts only first launches of scheduled instants inside the bench's window.
 """
-import json, sys, re, datetime
-first_ms = None; vals = []
+import datetime, json, sys
+
+def ts(text):
+    return datetime.datetime.fromisoformat(text.replace('Z', '+00:00'))
+
+def pct(vals, p):
+    return vals[min(len(vals) - 1, int(p * len(vals)))]
+
+def summary(name, vals):
+    vals = sorted(vals)
+    if not vals:
+        return f"{name}: none"
+    return (f"{name}: n={len(vals)} min={vals[0]:.0f} p50={pct(vals, 0.5):.0f} "
+            f"p99={pct(vals, 0.99):.0f} max={vals[-1]:.0f} ms")
+
+window = None
+lateness = {}
+writes, calls = [], []
 for line in open(sys.argv[1]):
-    if not line.startswith('{'): continue
+    if not line.startswith('{'):
+        continue
     v = json.loads(line)
-    if v.get('message') == 'creating the jobs':
-        first_ms = int(datetime.datetime.fromisoformat(v['first'].replace('Z','+00:00')).timestamp()*1000)
-    if v.get('message') == 'task launched':
-        job, anchor, seq, attempt = v['task'].rsplit('.', 3)
-        launched_ms = int(anchor) + v['lateness_ms']
-        vals.append(launched_ms - (first_ms + int(seq)*60000))
-vals.sort()
-n = len(vals)
-pct = lambda p: vals[min(n-1, int(p*n))]
-print(f"n={n} min={vals[0]} p50={pct(0.5)} p99={pct(0.99)} max={vals[-1]} ms")
+    fields = v.get('fields', v)
+    message = fields.get('message')
+    if message == 'creating the jobs':
+        window = (ts(fields['first']), ts(fields['end']))
+    elif message == 'task launched':
+        task = fields['task']
+        # The first launch of each task id (a relaunch keeps its id and is not counted).
+        if task.endswith('.0') and task not in lateness:
+            lateness[task] = (fields['scheduled_at'], float(fields['lateness_ms']))
+    elif message == 'launch step':
+        writes.append(float(fields['write_ms']))
+        calls.append(float(fields['calls_ms']))
+
+vals = [ms for at, ms in lateness.values() if window is None or window[0] <= ts(at) < window[1]]
+print(summary("instant -> ACCEPT acknowledged", vals))
+print(summary("launch steps: store write", writes))
+print(summary("launch steps: ACCEPT calls", calls))

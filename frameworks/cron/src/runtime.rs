@@ -365,9 +365,15 @@ impl Actor {
                 other => calls.push(other),
             }
         }
+        let accepts = calls
+            .iter()
+            .filter(|c| matches!(c, Effect::Launch { .. }))
+            .count();
+        let started = Instant::now();
         if !changes.is_empty() {
             self.store.apply(changes).await.map_err(RuntimeError::Persist)?;
         }
+        let written = Instant::now();
         // Launches next to each other (one per agent) go out together: they use different
         // offers and tasks, and each waits for the master's answer.
         let mut calls = calls.into_iter().peekable();
@@ -381,6 +387,16 @@ impl Actor {
                 launches.push(next);
             }
             futures::future::join_all(launches.into_iter().map(|l| self.call(l))).await;
+        }
+        if accepts > 0 {
+            // Where a launch step's time goes (`agora bench cron`, docs/BENCHMARKS.md).
+            tracing::debug!(
+                target: "agora_cron::launch",
+                accepts,
+                write_ms = written.duration_since(started).as_secs_f64() * 1e3,
+                calls_ms = written.elapsed().as_secs_f64() * 1e3,
+                "launch step"
+            );
         }
         Ok(())
     }
@@ -871,13 +887,20 @@ fn log_launch_lateness(tasks: &[v1::TaskInfo]) {
     }
     let now = jiff::Timestamp::now();
     for task in tasks {
-        let mut parts = task.task_id.rsplitn(4, '.');
-        let (_attempt, _seq) = (parts.next(), parts.next());
-        let Some(instant) = parts.next().and_then(|ms| ms.parse::<i64>().ok()) else {
-            continue;
-        };
-        let lateness_ms = now.as_millisecond() - instant;
-        tracing::debug!(target: "agora_cron::launch", task = %task.task_id, lateness_ms, "task launched");
+        let instant = task
+            .labels
+            .iter()
+            .find(|l| l.key == crate::engine::SCHEDULED_AT_LABEL)
+            .and_then(|l| l.value.parse::<jiff::Timestamp>().ok());
+        let Some(instant) = instant else { continue };
+        let lateness_ms = now.as_millisecond() - instant.as_millisecond();
+        tracing::debug!(
+            target: "agora_cron::launch",
+            task = %task.task_id,
+            scheduled_at = %instant,
+            lateness_ms,
+            "task launched"
+        );
     }
 }
 

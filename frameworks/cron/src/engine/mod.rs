@@ -57,6 +57,7 @@
 //! only instants within `epsilon`); `epsilon` is kept in the JSON but not used.
 
 mod placement;
+pub use placement::{SCHEDULED_AT_ENV, SCHEDULED_AT_LABEL};
 #[cfg(test)]
 mod tests;
 

@@ -102,6 +102,11 @@ pub(super) fn satisfies(job: &Job, agent: &Offered) -> bool {
     })
 }
 
+/// The environment variable telling a scheduled run's task its instant (RFC 3339).
+pub const SCHEDULED_AT_ENV: &str = "AGORA_CRON_SCHEDULED_AT";
+/// The task label carrying a scheduled run's instant (RFC 3339).
+pub const SCHEDULED_AT_LABEL: &str = "cron.scheduled_at";
+
 /// The task of a run's attempt.
 pub(super) fn task_info(job: &Job, run: &Run, task_id: &TaskId, resources: &Resources) -> v1::TaskInfo {
     let mut builder = TaskBuilder::new(task_id.clone(), format!("ChronosTask:{}", job.name));
@@ -127,6 +132,12 @@ pub(super) fn task_info(job: &Job, run: &Run, task_id: &TaskId, resources: &Reso
         .resources(resources)
         .label("cron.job", job.name.as_str())
         .label("cron.run", run.record.run_id.clone());
+    if let Some(instant) = run.record.scheduled_at {
+        // Which instant this run serves: for the job itself, and for measuring launch lateness.
+        builder = builder
+            .env(SCHEDULED_AT_ENV, instant.to_string())
+            .label(SCHEDULED_AT_LABEL, instant.to_string());
+    }
     if let Some(container) = &job.container {
         let network = match container.network {
             NetworkMode::Bridge | NetworkMode::User => v1::NetworkMode::Bridge,

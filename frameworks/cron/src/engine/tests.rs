@@ -1510,3 +1510,39 @@ fn an_instant_in_the_spring_forward_gap_missed_while_down_runs_once_as_catch_up(
     let triggers: Vec<Trigger> = runs(&h.engine, "nightly").iter().map(|r| r.trigger).collect();
     assert_eq!(triggers, [Trigger::CatchUp, Trigger::Schedule]);
 }
+
+#[test]
+fn a_scheduled_runs_task_is_told_its_instant_and_a_manual_runs_is_not() {
+    let mut h = Harness::new();
+    h.put(every("a", 100), t(-100));
+    let e = h.engine.run_now(&name("a"), t(-10)).unwrap();
+    h.record(e);
+    let manual = h.offer("o1", t(-10));
+    h.tick(t(0));
+    let scheduled = h.offer("o2", t(0));
+    let instant_of = |effects: &[Effect]| -> Vec<(Option<String>, Option<String>)> {
+        effects
+            .iter()
+            .flat_map(|e| match e {
+                Effect::Launch { tasks, .. } => tasks.clone(),
+                _ => Vec::new(),
+            })
+            .map(|task| {
+                let env = task
+                    .command
+                    .as_ref()
+                    .and_then(|c| c.environment.iter().find(|v| v.name == SCHEDULED_AT_ENV))
+                    .map(|v| v.value.clone());
+                let label = task
+                    .labels
+                    .iter()
+                    .find(|l| l.key == SCHEDULED_AT_LABEL)
+                    .map(|l| l.value.clone());
+                (env, label)
+            })
+            .collect()
+    };
+    assert_eq!(instant_of(&manual), vec![(None, None)]);
+    let at = Some(t(0).to_string());
+    assert_eq!(instant_of(&scheduled), vec![(at.clone(), at)]);
+}
