@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 /// Where the service framework's REST API is.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServiceTarget {
-    /// The service framework's REST API (a URL, or host:port).
+    /// The service framework's REST API: a URL, host:port (any instance: standbys proxy to the
+    /// leader), or the framework's zk://host:2181[,host:2181...]/path (the instance elected there).
     #[arg(
         long,
         global = true,
@@ -148,16 +149,6 @@ struct ServiceClient {
     http: reqwest::Client,
 }
 
-/// The base URL of `--service` (`http://` added to a bare host:port).
-fn base_url(service: &str) -> String {
-    let service = service.trim_end_matches('/');
-    if service.contains("://") {
-        service.to_owned()
-    } else {
-        format!("http://{service}")
-    }
-}
-
 /// An app id as a URL path (`/shop/web`); a relative id is taken from the root.
 fn app_path(id: &str) -> String {
     format!("/{}", id.trim_start_matches('/'))
@@ -209,11 +200,12 @@ pub fn error_text(status: StatusCode, body: &str) -> String {
 }
 
 impl ServiceClient {
-    fn new(target: &ServiceTarget) -> Self {
-        Self {
-            base: base_url(&target.service),
+    /// A client of the API `--service` names (through ZooKeeper for a `zk://` URL).
+    async fn connect(target: &ServiceTarget) -> anyhow::Result<Self> {
+        Ok(Self {
+            base: crate::framework_api::base_url("--service", &target.service).await?,
             http: reqwest::Client::new(),
-        }
+        })
     }
 
     /// Sends a request; a non-2xx answer is an error with the framework's message.
@@ -609,7 +601,7 @@ fn read_definition(file: &str) -> anyhow::Result<Value> {
 
 /// Runs `agora app …`.
 pub async fn run_app(args: AppArgs) -> anyhow::Result<()> {
-    let client = ServiceClient::new(&args.target);
+    let client = ServiceClient::connect(&args.target).await?;
     match args.command {
         AppCommand::Deploy { file, force, wait } => {
             let definition = read_definition(&file)?;
@@ -722,7 +714,7 @@ pub async fn run_app(args: AppArgs) -> anyhow::Result<()> {
 
 /// Runs `agora deployments`.
 pub async fn run_deployments(args: DeploymentsArgs) -> anyhow::Result<()> {
-    let client = ServiceClient::new(&args.target);
+    let client = ServiceClient::connect(&args.target).await?;
     let deployments = client.get("/v2/deployments").await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&deployments)?);
@@ -782,12 +774,6 @@ mod tests {
             }
             other => panic!("parsed as {other:?}"),
         }
-    }
-
-    #[test]
-    fn a_bare_host_port_gets_http() {
-        assert_eq!(base_url("127.0.0.1:8080"), "http://127.0.0.1:8080");
-        assert_eq!(base_url("http://svc:8080/"), "http://svc:8080");
     }
 
     #[test]

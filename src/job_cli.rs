@@ -17,7 +17,8 @@ use serde_json::Value;
 /// Flags of `agora job`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct JobArgs {
-    /// The cron framework's API (URL or host:port).
+    /// The cron framework's REST API: a URL, host:port (any instance: standbys proxy to the
+    /// leader), or the framework's zk://host:2181[,host:2181...]/path (the instance elected there).
     #[arg(
         long,
         global = true,
@@ -69,7 +70,7 @@ pub enum JobCommand {
 
 /// Runs `agora job …`, printing to stdout.
 pub async fn run(args: JobArgs) -> anyhow::Result<()> {
-    let api = Api::new(&args.cron)?;
+    let api = Api::new(&crate::framework_api::base_url("--cron", &args.cron).await?)?;
     let mut out = std::io::stdout().lock();
     let text = execute(&api, args.command, read_job_file).await?;
     std::io::Write::write_all(&mut out, text.as_bytes())?;

@@ -6,6 +6,7 @@
 
 mod app_cli;
 mod bench;
+mod framework_api;
 mod job_cli;
 mod local;
 mod logs;
