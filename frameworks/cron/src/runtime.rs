@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::engine::{Effect, Engine, EngineConfig};
+use crate::engine::{Change, Effect, Engine, EngineConfig, RUN_LABEL};
 use crate::handle::{Command, CronError, CronHandle, CronInfo};
 use crate::state::{KvStateStore, StateError, StateStore};
 
@@ -355,7 +355,9 @@ impl Actor {
     }
 
     /// Carries out a batch's effects: all its writes first (one atomic batch), then the calls
-    /// in order.
+    /// in order. One exception: the ACCEPTs of runs whose armed record was written by an earlier
+    /// batch (see [`crate::engine`]) go out while the batch is written, unless a KILL precedes
+    /// them (REPLACE kills the run in flight first).
     async fn execute(&mut self, effects: Vec<Effect>) -> Result<(), RuntimeError> {
         let mut changes = Vec::new();
         let mut calls = Vec::new();
@@ -369,14 +371,22 @@ impl Actor {
             .iter()
             .filter(|c| matches!(c, Effect::Launch { .. }))
             .count();
+        let calls_after_write = calls.split_off(early_launches(&changes, &calls));
         let started = Instant::now();
-        if !changes.is_empty() {
-            self.store.apply(changes).await.map_err(RuntimeError::Persist)?;
-        }
-        let written = Instant::now();
+        let write = async {
+            let result = if changes.is_empty() {
+                Ok(())
+            } else {
+                self.store.apply(changes).await.map_err(RuntimeError::Persist)
+            };
+            (result, Instant::now())
+        };
+        let send_early = futures::future::join_all(calls.into_iter().map(|l| self.call(l)));
+        let ((result, written), _) = futures::future::join(write, send_early).await;
+        result?;
         // Launches next to each other (one per agent) go out together: they use different
         // offers and tasks, and each waits for the master's answer.
-        let mut calls = calls.into_iter().peekable();
+        let mut calls = calls_after_write.into_iter().peekable();
         while let Some(call) = calls.next() {
             if !matches!(call, Effect::Launch { .. }) {
                 self.call(call).await;
@@ -405,7 +415,7 @@ impl Actor {
         let driver = &self.driver;
         let result = match &effect {
             Effect::Persist(_) => Ok(()),
-            Effect::Launch { offer_ids, tasks } => {
+            Effect::Launch { offer_ids, tasks, .. } => {
                 let launched: Vec<_> = tasks
                     .iter()
                     .filter_map(|t| agora_proto::TaskId::parse(&t.task_id).ok())
@@ -434,6 +444,33 @@ impl Actor {
             tracing::debug!(error = %e, effect = effect_name(&effect), "call to the master failed");
         }
     }
+}
+
+/// How many of `calls`, from the first, are ACCEPTs that need not wait for `changes`: launches
+/// of armed runs whose armed record is durable already (not armed in this very batch).
+fn early_launches(changes: &[Change], calls: &[Effect]) -> usize {
+    let armed_now: std::collections::HashSet<&str> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::PutRun(_, run) if run.armed => Some(run.record.run_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    calls
+        .iter()
+        .take_while(|call| match call {
+            Effect::Launch { tasks, armed, .. } => {
+                *armed
+                    && tasks.iter().all(|t| {
+                        t.labels
+                            .iter()
+                            .find(|l| l.key == RUN_LABEL)
+                            .is_some_and(|l| !armed_now.contains(l.value.as_str()))
+                    })
+            }
+            _ => false,
+        })
+        .count()
 }
 
 fn effect_name(effect: &Effect) -> &'static str {
@@ -909,6 +946,79 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+    use crate::engine::Run;
+    use crate::handle::{RunRecord, RunState, Trigger};
+    use crate::job::JobName;
+
+    fn launch(run_id: &str, armed: bool) -> Effect {
+        let task = v1::TaskInfo {
+            task_id: format!("{run_id}.0"),
+            labels: vec![v1::Label {
+                key: RUN_LABEL.to_owned(),
+                value: run_id.to_owned(),
+            }],
+            ..Default::default()
+        };
+        Effect::Launch {
+            offer_ids: Vec::new(),
+            tasks: vec![task],
+            armed,
+        }
+    }
+
+    fn put_run(run_id: &str, armed: bool) -> Change {
+        let job = JobName::new("a").unwrap();
+        let at = jiff::Timestamp::UNIX_EPOCH;
+        let record = RunRecord {
+            job: job.clone(),
+            run_id: run_id.to_owned(),
+            trigger: Trigger::Schedule,
+            scheduled_at: Some(at),
+            attempt: 0,
+            task_id: None,
+            started_at: None,
+            finished_at: None,
+            state: RunState::Pending,
+            exit_code: None,
+            message: None,
+        };
+        let run = Run {
+            seq: 0,
+            record,
+            due_at: at,
+            agent_id: None,
+            kill: None,
+            relaunches: 0,
+            armed,
+            unconfirmed: false,
+        };
+        Change::PutRun(job, Box::new(run))
+    }
+
+    #[test]
+    fn accepts_of_runs_armed_in_an_earlier_batch_go_out_with_the_write() {
+        let calls = [launch("a.1", true), launch("b.1", true), Effect::Revive];
+        assert_eq!(early_launches(&[put_run("a.1", false)], &calls), 2);
+    }
+
+    #[test]
+    fn an_accept_of_a_run_armed_in_the_same_batch_waits_for_the_write() {
+        let calls = [launch("a.1", true)];
+        assert_eq!(early_launches(&[put_run("a.1", true)], &calls), 0);
+    }
+
+    #[test]
+    fn accepts_not_of_armed_runs_or_after_another_call_wait_for_the_write() {
+        assert_eq!(early_launches(&[], &[launch("a.1", false)]), 0);
+        let kill_first = [
+            Effect::Kill {
+                task_id: agora_proto::TaskId::new_unchecked("a.0.0".to_owned()),
+                agent_id: None,
+            },
+            launch("a.1", true),
+        ];
+        assert_eq!(early_launches(&[], &kill_first), 0);
+    }
 
     #[derive(Debug, Parser)]
     struct Cli {

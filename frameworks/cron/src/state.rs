@@ -247,6 +247,7 @@ mod tests {
             kill: None,
             relaunches: 0,
             armed: false,
+            unconfirmed: false,
         }
     }
 

@@ -7,9 +7,9 @@
 //! change is durable.
 //!
 //! Exactly once: every scheduled job has a *cursor*, the next scheduled instant not yet
-//! handled. Handling an instant creates its run record (or a Skipped record) and moves the
-//! cursor in ONE persisted change; a task is launched only after the run (with the task id
-//! it will use) is persisted. Task ids are derived from the run id and the attempt, so after
+//! handled. Handling an instant (ahead of it: arming, below) creates its run record (or a
+//! Skipped record) and moves the cursor in ONE persisted change; a task is launched only after
+//! the run, which determines the task id it will use, is persisted. Task ids are derived from the run id and the attempt, so after
 //! a restart the runs found Pending/Running are reconciled with the master under the same
 //! task ids instead of being launched again:
 //! - the master knows the task → adopted (its updates flow as usual);
@@ -19,9 +19,15 @@
 //! - it ended while we were down → the agent re-sends the terminal update and it is recorded.
 //!
 //! Arming: [`EngineConfig::arm_ahead`] before a job's next instant, its run is created *armed*
-//! and the cursor moved past it, in one persisted change. At the instant only the run's launch
-//! (Pending → Running with its task id) is written before the ACCEPT, which keeps the write on
-//! the launch path small when many jobs share an instant. An armed run is not history yet: it
+//! and the cursor moved past it, in one persisted change. That record names the task the
+//! instant will launch (its id derives from the run), so at the instant the ACCEPT does not
+//! wait for the step's write (Pending → Running): [`Effect::Launch`]'s `armed` lets the runtime
+//! send it while the write goes on, and no fsync lies on the launch path. If the framework dies
+//! before that write lands, the store still holds the armed run with its instant past; a
+//! restarted engine counts it as launched on an unknown agent (*unconfirmed*) and reconciles
+//! its task: the master knows it → adopted; it does not (an answer the master gives about an
+//! agent-less task only once no agent is still re-registering) → the run is decided as its
+//! instant again and launched, under the same task id. An armed run is not history yet: it
 //! is decided when its instant comes, exactly as an instant handled then — the concurrency
 //! policy (FORBID skips, REPLACE kills) and `startingDeadlineSeconds` apply then, and one whose
 //! instant passed while the framework was down is a catch-up. Armed runs of a job that is
@@ -57,7 +63,7 @@
 //! only instants within `epsilon`); `epsilon` is kept in the JSON but not used.
 
 mod placement;
-pub use placement::{SCHEDULED_AT_ENV, SCHEDULED_AT_LABEL};
+pub use placement::{RUN_LABEL, SCHEDULED_AT_ENV, SCHEDULED_AT_LABEL};
 #[cfg(test)]
 mod tests;
 
@@ -174,6 +180,11 @@ pub struct Run {
     /// and the concurrency policy and deadline are applied when the instant comes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub armed: bool,
+    /// Found armed after a restart with its instant past: its task may have been launched
+    /// before its launch was recorded. It is reconciled under its task id: the master's answer
+    /// decides whether it runs (adopted) or is decided as its instant again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unconfirmed: bool,
 }
 
 impl Run {
@@ -239,6 +250,10 @@ pub enum Effect {
         offer_ids: Vec<OfferId>,
         /// The tasks.
         tasks: Vec<v1::TaskInfo>,
+        /// Every task is the first launch of a run that was persisted armed in an earlier
+        /// step: what a restart needs to find the task is durable already, so this ACCEPT need
+        /// not wait for this step's write (see the module documentation).
+        armed: bool,
     },
     /// DECLINE these offers for `refuse`.
     Decline {
@@ -375,6 +390,9 @@ pub struct Engine {
     agents_seen: HashSet<AgentId>,
     /// Launched tasks the master answered "unknown" for before their agent showed up.
     doubts: BTreeMap<TaskId, Doubt>,
+    /// Runs whose armed instant came in the current step: their launch need not wait for the
+    /// step's write.
+    settled: HashSet<(JobName, u64)>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -419,6 +437,7 @@ impl Engine {
             recovering: false,
             agents_seen: HashSet::new(),
             doubts: BTreeMap::new(),
+            settled: HashSet::new(),
         }
     }
 
@@ -931,6 +950,7 @@ impl Engine {
     /// The step's effects: one Persist with every change (the last write of a key wins),
     /// then the other effects in the order they were queued.
     fn flush(&mut self) -> Vec<Effect> {
+        self.settled.clear();
         let mut effects = Vec::with_capacity(self.later.len() + 1);
         if !self.changes.is_empty() {
             let mut seen_jobs = std::collections::HashSet::new();
@@ -1112,12 +1132,47 @@ impl Engine {
             })
             .collect();
         for (name, seq, fires) in armed {
-            if fires {
-                self.settle_armed_run(&name, seq, now);
-            } else {
+            if !fires {
                 self.drop_armed_run(&name, seq);
+            } else if self.recovering {
+                self.unconfirm(&name, seq);
+            } else {
+                self.settle_armed_run(&name, seq, now);
             }
         }
+    }
+
+    /// An armed run found past its instant after a restart: its task (the run's first, with
+    /// the id derived from the run) may have been launched before the launch was recorded. It
+    /// counts as launched, agent unknown, until the master answers the reconciliation.
+    fn unconfirm(&mut self, name: &JobName, seq: u64) {
+        let Some(run) = self.jobs.get_mut(name).and_then(|e| e.runs.get_mut(&seq)) else {
+            return;
+        };
+        let task_id = task_id_for(&run.record.run_id, run.record.attempt);
+        run.armed = false;
+        run.unconfirmed = true;
+        run.record.state = RunState::Running;
+        run.record.task_id = Some(task_id.clone());
+        self.tasks.insert(task_id, (name.clone(), seq));
+        self.persist_run(name, seq);
+    }
+
+    /// The master does not know an unconfirmed run's task: it was never launched. The run is
+    /// armed again, to be decided at once as its instant (late: a catch-up, deadline and
+    /// policy apply).
+    fn rearm(&mut self, name: &JobName, seq: u64, task_id: &TaskId) {
+        self.tasks.remove(task_id);
+        self.doubts.remove(task_id);
+        let Some(run) = self.jobs.get_mut(name).and_then(|e| e.runs.get_mut(&seq)) else {
+            return;
+        };
+        run.unconfirmed = false;
+        run.armed = true;
+        run.record.state = RunState::Pending;
+        run.record.task_id = None;
+        run.agent_id = None;
+        self.persist_run(name, seq);
     }
 
     fn settle_armed_run(&mut self, name: &JobName, seq: u64, now: Timestamp) {
@@ -1152,10 +1207,15 @@ impl Engine {
         };
         run.armed = false;
         run.record.trigger = trigger;
-        if let Some(message) = skipped {
-            run.record.state = RunState::Skipped;
-            run.record.finished_at = Some(now);
-            run.record.message = Some(message);
+        match skipped {
+            Some(message) => {
+                run.record.state = RunState::Skipped;
+                run.record.finished_at = Some(now);
+                run.record.message = Some(message);
+            }
+            None => {
+                self.settled.insert((name.clone(), seq));
+            }
         }
         self.persist_run(name, seq);
         self.trim_history(name);
@@ -1224,6 +1284,7 @@ impl Engine {
             kill: None,
             relaunches: 0,
             armed: false,
+            unconfirmed: false,
         };
         entry.runs.insert(seq, run);
         self.persist_run(name, seq);
@@ -1344,6 +1405,26 @@ impl Engine {
         if run.record.task_id.as_ref() != Some(task_id) || !run.is_active() {
             return;
         }
+        if run.unconfirmed
+            && reconciling
+            && matches!(state, TaskState::Lost | TaskState::Unknown | TaskState::Gone)
+        {
+            // Never launched. Definitive although the agent is not known: the master answers
+            // a reconciliation without an agent only once no agent is still re-registering.
+            self.rearm(name, seq, task_id);
+            return;
+        }
+        if let Some(run) = self.jobs.get_mut(name).and_then(|e| e.runs.get_mut(&seq))
+            && run.unconfirmed
+        {
+            // The master knows the task: it was launched; adopted below.
+            run.unconfirmed = false;
+            run.record.started_at.get_or_insert(now);
+            self.persist_run(name, seq);
+        }
+        let Some(run) = self.jobs.get(name).and_then(|e| e.runs.get(&seq)) else {
+            return;
+        };
         // GONE: a master that knows the agent says it does not have the task.
         if reconciling && matches!(state, TaskState::Lost | TaskState::Unknown | TaskState::Gone) {
             if run.record.state == RunState::Pending {
@@ -1657,7 +1738,11 @@ impl Engine {
         if launched.is_empty() {
             return;
         }
+        let mut ahead_of_write: HashSet<String> = HashSet::new();
         for (name, seq, task_id, agent) in launched {
+            if self.settled.contains(&(name.clone(), seq)) {
+                ahead_of_write.insert(task_id.to_string());
+            }
             let lateness_sample = self.counters_sample(&name, seq, now);
             let Some(run) = self.jobs.get_mut(&name).and_then(|e| e.runs.get_mut(&seq)) else {
                 continue;
@@ -1680,7 +1765,12 @@ impl Engine {
         let (accepts, used) = pool.into_accepts();
         self.offers.retain(|o| !used.iter().any(|u| u.as_str() == o.id));
         for (offer_ids, tasks) in accepts {
-            self.later.push(Effect::Launch { offer_ids, tasks });
+            let armed = tasks.iter().all(|t| ahead_of_write.contains(&t.task_id));
+            self.later.push(Effect::Launch {
+                offer_ids,
+                tasks,
+                armed,
+            });
         }
     }
 

@@ -104,6 +104,8 @@ pub(super) fn satisfies(job: &Job, agent: &Offered) -> bool {
 
 /// The environment variable telling a scheduled run's task its instant (RFC 3339).
 pub const SCHEDULED_AT_ENV: &str = "AGORA_CRON_SCHEDULED_AT";
+/// The task label carrying the run id.
+pub const RUN_LABEL: &str = "cron.run";
 /// The task label carrying a scheduled run's instant (RFC 3339).
 pub const SCHEDULED_AT_LABEL: &str = "cron.scheduled_at";
 
@@ -131,7 +133,7 @@ pub(super) fn task_info(job: &Job, run: &Run, task_id: &TaskId, resources: &Reso
         .env("AGORA_CRON_ATTEMPT", run.record.attempt.to_string())
         .resources(resources)
         .label("cron.job", job.name.as_str())
-        .label("cron.run", run.record.run_id.clone());
+        .label(RUN_LABEL, run.record.run_id.clone());
     if let Some(instant) = run.record.scheduled_at {
         // Which instant this run serves: for the job itself, and for measuring launch lateness.
         builder = builder

@@ -527,7 +527,7 @@ fn an_instant_later_than_the_starting_deadline_is_skipped_and_recorded() {
     let mut h = Harness::new();
     let mut job = every("a", 10);
     job.starting_deadline_seconds = Some(5);
-    h.put(job, t(-1));
+    h.put(job, t(-10));
     h.restart(t(24));
     let r = runs(&h.engine, "a");
     let states: Vec<(Option<Timestamp>, RunState)> = r.iter().map(|r| (r.scheduled_at, r.state)).collect();
@@ -647,7 +647,11 @@ fn an_armed_run_whose_instant_passed_during_a_restart_is_one_catch_up() {
     let mut h = Harness::new();
     h.put(every("a", 100), t(-100));
     h.tick(t(-5));
-    h.restart(t(30));
+    let effects = h.restart(t(30));
+    // Whether it was launched before the framework stopped is the master's to say.
+    let asked = reconciled(&effects);
+    assert_eq!(asked.len(), 1);
+    h.answer(&asked[0].0, TaskState::Gone, t(30));
     h.launch_one("o1", t(30));
     let r = runs(&h.engine, "a");
     assert_eq!(r.len(), 1, "{r:?}");
@@ -662,7 +666,9 @@ fn an_armed_run_past_its_starting_deadline_after_a_restart_is_skipped() {
     job.starting_deadline_seconds = Some(10);
     h.put(job, t(-100));
     h.tick(t(-5));
-    h.restart(t(30));
+    let effects = h.restart(t(30));
+    let asked = reconciled(&effects);
+    h.answer(&asked[0].0, TaskState::Gone, t(30));
     assert!(launched(&h.offer("o1", t(30))).is_empty());
     let r = runs(&h.engine, "a");
     assert_eq!((r[0].scheduled_at, r[0].state), (Some(t(0)), RunState::Skipped));
@@ -1025,7 +1031,7 @@ fn history_is_bounded_per_job() {
     });
     let mut job = every("a", 10);
     job.starting_deadline_seconds = Some(0);
-    h.put(job, t(-1));
+    h.put(job, t(-10));
     h.restart(t(95));
     let r = runs(&h.engine, "a");
     assert_eq!(r.len(), 3);
@@ -1545,4 +1551,114 @@ fn a_scheduled_runs_task_is_told_its_instant_and_a_manual_runs_is_not() {
     assert_eq!(instant_of(&manual), vec![(None, None)]);
     let at = Some(t(0).to_string());
     assert_eq!(instant_of(&scheduled), vec![(at.clone(), at)]);
+}
+
+// -------------------------------------------------------------------------------------------
+// Launching at an armed instant without waiting for the write
+// -------------------------------------------------------------------------------------------
+
+fn launch_effects(effects: &[Effect]) -> Vec<bool> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Launch { armed, .. } => Some(*armed),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_launch_at_an_armed_instant_need_not_wait_for_the_steps_write() {
+    let mut h = Harness::new();
+    h.put(every("a", 100), t(-100));
+    h.tick(t(-5));
+    h.offer("o1", t(-1));
+    assert_eq!(launch_effects(&h.tick(t(0))), vec![true]);
+}
+
+#[test]
+fn a_launch_of_an_instant_handled_when_it_comes_waits_for_the_write() {
+    let mut h = Harness::with(EngineConfig {
+        arm_ahead: Duration::ZERO,
+        ..EngineConfig::default()
+    });
+    h.put(every("a", 100), t(-100));
+    h.offer("o1", t(-1));
+    assert_eq!(launch_effects(&h.tick(t(0))), vec![false]);
+}
+
+#[test]
+fn a_retry_waits_for_the_write() {
+    let mut h = Harness::new();
+    let mut job = every("a", 100);
+    job.retries = 1;
+    h.put(job, t(-100));
+    h.tick(t(-5));
+    h.tick(t(0));
+    let task = h.launch_one("o1", t(0));
+    h.update(&task, TaskState::Failed, t(1));
+    h.tick(t(20));
+    assert_eq!(launch_effects(&h.offer("o2", t(20))), vec![false]);
+}
+
+/// The framework launches the armed instant's task and dies before the step's write lands:
+/// the store still holds the armed run. Returns the task id sent to the master.
+fn launched_but_not_recorded(h: &mut Harness, job: Job) -> TaskId {
+    h.put(job, t(-100));
+    h.tick(t(-5));
+    h.offer("o1", t(-1));
+    let unrecorded = h.engine.tick(t(0));
+    let tasks = launched(&unrecorded);
+    assert_eq!(tasks.len(), 1);
+    assert!(durable_run(h, "a", t(0)).is_some_and(|r| r.armed));
+    tasks[0].clone()
+}
+
+#[test]
+fn a_task_launched_at_its_armed_instant_but_not_recorded_is_adopted_after_a_restart() {
+    let mut h = Harness::new();
+    let task = launched_but_not_recorded(&mut h, every("a", 100));
+    let effects = h.restart(t(2));
+    assert!(
+        launched(&effects).is_empty(),
+        "launched again before the master answered"
+    );
+    assert_eq!(reconciled(&effects), vec![(task.clone(), None)]);
+    let e = h.answer(&task, TaskState::Running, t(2));
+    assert!(launched(&e).is_empty());
+    assert!(launched(&h.offer("o2", t(3))).is_empty());
+    h.update(&task, TaskState::Finished, t(4));
+    let r = runs(&h.engine, "a");
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].scheduled_at, r[0].state), (Some(t(0)), RunState::Succeeded));
+    assert_eq!(r[0].task_id, Some(task));
+}
+
+#[test]
+fn an_armed_instant_the_master_never_saw_launched_runs_once_after_a_restart() {
+    let mut h = Harness::new();
+    let task = launched_but_not_recorded(&mut h, every("a", 100));
+    h.restart(t(30));
+    h.answer(&task, TaskState::Gone, t(30));
+    let again = h.launch_one("o2", t(30));
+    assert_eq!(
+        again, task,
+        "the same task id: a late ACCEPT of the first could not double it"
+    );
+    let r = runs(&h.engine, "a");
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].scheduled_at, r[0].trigger), (Some(t(0)), Trigger::CatchUp));
+}
+
+#[test]
+fn an_armed_instant_the_master_never_saw_past_its_deadline_is_skipped_after_a_restart() {
+    let mut h = Harness::new();
+    let mut job = every("a", 100);
+    job.starting_deadline_seconds = Some(10);
+    let task = launched_but_not_recorded(&mut h, job);
+    h.restart(t(30));
+    h.answer(&task, TaskState::Gone, t(30));
+    assert!(launched(&h.offer("o2", t(30))).is_empty());
+    let r = runs(&h.engine, "a");
+    assert_eq!((r[0].scheduled_at, r[0].state), (Some(t(0)), RunState::Skipped));
 }
