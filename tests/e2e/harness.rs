@@ -49,6 +49,36 @@ impl Process {
         }
     }
 
+    /// Starts `agora <args>` and waits until it logs `message` with an
+    /// `address` (for processes whose ready line does not end in
+    /// "listening", such as the frameworks with `--zk`, which log "REST API
+    /// listening; campaigning for leadership"). `addr` is that address.
+    /// (`restart` waits for a "listening" line: it is for [`Process::start`].)
+    pub async fn start_until_logged(dir: &Path, name: &str, args: Vec<String>, message: &str) -> Process {
+        let log = dir.join(format!("{name}.log"));
+        let child = spawn_logged(&args, &log);
+        let mut process = Process {
+            child: Some(child),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+            args,
+        };
+        process.addr = logged_address(&process.log, message).await;
+        process
+    }
+
+    /// The process id while it runs (not after `crash`).
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+
+    /// Sends `signal` to the process: SIGSTOP pauses it (it answers nothing,
+    /// its timers do not run), SIGCONT resumes it.
+    pub fn signal(&self, signal: Signal) {
+        let pid = self.pid().expect("the process runs");
+        kill(Pid::from_raw(pid), signal).unwrap_or_else(|e| panic!("{signal} to {pid}: {e}"));
+    }
+
     /// SIGKILL: the process gets no chance to clean up (a crash).
     pub fn crash(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -382,7 +412,75 @@ impl Framework {
         addr: SocketAddr,
         info: v1::FrameworkInfo,
     ) -> Result<Framework, tonic::Status> {
-        let mut client = scheduler_client(addr).await;
+        Self::subscribe_with(scheduler_client(addr).await, info).await
+    }
+
+    /// Subscribes at whichever of `masters` leads, as a framework following
+    /// the leader would: a standby's UNAVAILABLE naming the leader
+    /// (`agora-leader` metadata) is followed at once; any other failure (no
+    /// leader elected yet, a master that is down or paused) moves on to the
+    /// next master, until `within`. Answers the framework and the master
+    /// that took the subscription.
+    pub async fn subscribe_to_leader(
+        masters: &[SocketAddr],
+        info: v1::FrameworkInfo,
+        within: Duration,
+    ) -> (Framework, SocketAddr) {
+        let deadline = Instant::now() + within;
+        let mut redirect: Option<SocketAddr> = None;
+        let mut next = 0;
+        let mut last = String::from("no attempt");
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "no master among {masters:?} took the subscription within {within:?}; last: {last}"
+            );
+            let addr = match redirect.take() {
+                Some(addr) => addr,
+                None => {
+                    let addr = masters[next % masters.len()];
+                    next += 1;
+                    addr
+                }
+            };
+            let connect = SchedulerClient::connect(format!("http://{addr}"));
+            let client = match timeout(Duration::from_secs(1), connect).await {
+                Ok(Ok(client)) => client,
+                Ok(Err(e)) => {
+                    last = format!("{addr}: {e}");
+                    sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                Err(_) => {
+                    last = format!("{addr}: no connection within 1 s");
+                    continue;
+                }
+            };
+            let attempt = timeout(Duration::from_secs(5), Self::subscribe_with(client, info.clone())).await;
+            match attempt {
+                Ok(Ok(framework)) => return (framework, addr),
+                Ok(Err(status)) => {
+                    last = format!("{addr}: {status:?}");
+                    let leader = status
+                        .metadata()
+                        .get(agora_store::LEADER_METADATA)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<SocketAddr>().ok());
+                    match leader {
+                        Some(leader) if status.code() == tonic::Code::Unavailable => redirect = Some(leader),
+                        _ => sleep(Duration::from_millis(100)).await,
+                    }
+                }
+                Err(_) => last = format!("{addr}: no answer to SUBSCRIBE within 5 s"),
+            }
+        }
+    }
+
+    /// Subscribes through `client`; Err unless the master answers SUBSCRIBED.
+    async fn subscribe_with(
+        mut client: SchedulerClient<Channel>,
+        info: v1::FrameworkInfo,
+    ) -> Result<Framework, tonic::Status> {
         let mut stream = client
             .subscribe(v1::SubscribeRequest {
                 framework: Some(info),
@@ -612,9 +710,14 @@ pub fn shell_task(id: &str, cmd: &str, cpus: f64, mem: f64) -> v1::TaskInfo {
 
 /// The pid a task wrote to `$AGORA_SANDBOX/pid` (tests start tasks with `echo $$ > pid`).
 pub async fn task_pid(cluster: &Cluster, task_id: &str) -> i32 {
+    task_pid_under(cluster.dir.path(), task_id).await
+}
+
+/// [`task_pid`] for a task whose sandbox lies anywhere under `root`.
+pub async fn task_pid_under(root: &Path, task_id: &str) -> i32 {
     let deadline = Instant::now() + SOON;
     loop {
-        if let Some(p) = find_file(cluster.dir.path(), task_id, "pid")
+        if let Some(p) = find_file(root, task_id, "pid")
             && let Ok(s) = std::fs::read_to_string(&p)
             && let Ok(pid) = s.trim().parse()
         {

@@ -12,6 +12,7 @@ mod cli;
 mod cron;
 mod docker;
 mod failover;
+mod ha;
 mod launch;
 mod monitoring;
 mod offers;
