@@ -124,8 +124,9 @@ pub(crate) async fn maintain(masters: Endpoints, zk: ZkOptions, actor: mpsc::Unb
         if let Some(wait) = wait {
             tokio::select! {
                 () = tokio::time::sleep(jittered(wait)) => {}
-                // A newly elected leader is worth trying at once.
-                () = finder.leader_moved_from(&master) => {}
+                // A newly elected leader is worth trying at once, and again soon if it is
+                // still loading its registry: the backoff grown against the old one ends.
+                () = finder.leader_moved_from(&master) => backoff = INITIAL_BACKOFF,
             }
             finder.settled();
         }

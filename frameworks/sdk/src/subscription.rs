@@ -115,8 +115,9 @@ impl<S: Scheduler> EventLoop<S> {
             let last = self.last_master.clone();
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                // A new leader in ZooKeeper is worth trying at once.
-                () = masters.leader_moved_from(&last) => {}
+                // A new leader in ZooKeeper is worth trying at once, and again soon if it is
+                // still loading its registry: the backoff grown against the old one ends.
+                () = masters.leader_moved_from(&last) => self.backoff.reset(),
                 _ = self.state.wait_for(|s| *s == RunState::Stopped) => return Ok(()),
             }
             masters.settled();
