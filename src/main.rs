@@ -105,6 +105,11 @@ enum BenchCommand {
     /// report launch lateness (p50/p99/max) and missed and doubled runs from
     /// the run history.
     Cron(bench::CronArgs),
+    /// SIGKILL the leading master of an HA cluster (`--zk`, a ZooKeeper
+    /// started here) again and again; report the time until a new leader
+    /// is elected, all agents re-registered and every framework offered
+    /// resources again.
+    Failover(bench::FailoverArgs),
 }
 
 fn init_logging(format: LogFormat) {
@@ -186,6 +191,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Docker(args)) => bench::docker(args).await?,
         Command::Bench(BenchCommand::Service(args)) => bench::service(args).await?,
         Command::Bench(BenchCommand::Cron(args)) => bench::cron(args).await?,
+        Command::Bench(BenchCommand::Failover(args)) => bench::failover(args).await?,
         Command::Supervise(_) => anyhow::bail!("supervise is handled before the runtime starts"),
     }
     Ok(())

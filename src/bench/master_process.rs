@@ -28,6 +28,17 @@ impl MasterProcess {
     /// Starts `agora master` with its registry and log under `dir` and waits
     /// until it listens. `extra` is appended to the master's flags.
     pub async fn start(dir: &Path, extra: &[String]) -> anyhow::Result<Self> {
+        Self::start_logging(
+            dir,
+            extra,
+            "warn,agora=info,agora_master=warn,agora_store=warn,agora_proto=warn",
+        )
+        .await
+    }
+
+    /// [`MasterProcess::start`] with `RUST_LOG` set to `log_filter` (which
+    /// must let `agora=info` through: the address is read from the log).
+    pub async fn start_logging(dir: &Path, extra: &[String], log_filter: &str) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find the agora executable")?;
         let log = dir.join("master.log");
         let out = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
@@ -44,10 +55,7 @@ impl MasterProcess {
             ])
             .arg(dir.join("master"))
             .args(extra)
-            .env(
-                "RUST_LOG",
-                "warn,agora=info,agora_master=warn,agora_store=warn,agora_proto=warn",
-            )
+            .env("RUST_LOG", log_filter)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

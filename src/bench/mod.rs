@@ -11,10 +11,13 @@
 //!   and self-healing through its REST API, next to an SDK baseline.
 //! - `cron` ([`cron`]): the cron framework's launch lateness, missed and
 //!   doubled runs, from its run history.
+//! - `failover` ([`failover`]): master failover time with `--zk`, from
+//!   SIGKILL of the leader until agents and frameworks are back.
 
 mod cluster;
 mod cron;
 mod docker;
+mod failover;
 mod framework;
 mod launch;
 mod master_process;
@@ -28,5 +31,6 @@ mod timers;
 pub use cluster::{ClusterArgs, cluster};
 pub use cron::{CronArgs, cron};
 pub use docker::{DockerArgs, docker};
+pub use failover::{FailoverArgs, failover};
 pub use launch::{BenchArgs, launch};
 pub use service::{ServiceArgs, service};
