@@ -4,7 +4,8 @@
 Reads the JSON log of `agora --log-format json bench cron` run with
 RUST_LOG=...,agora_cron::launch=debug: one "task launched" line per task of an
 ACCEPT the master acknowledged, with its scheduled instant and lateness, and one
-"launch step" line per step that launched (its store write and its calls, in ms).
+"launch step" line per step that launched: its store write, the ACCEPTs sent
+while it was written (armed instants) and the calls after it, in ms.
 Counts only first launches of scheduled instants inside the bench's window.
 """
 import datetime, json, sys
@@ -24,7 +25,7 @@ def summary(name, vals):
 
 window = None
 lateness = {}
-writes, calls = [], []
+writes, early, after = [], [], []
 for line in open(sys.argv[1]):
     if not line.startswith('{'):
         continue
@@ -40,9 +41,12 @@ for line in open(sys.argv[1]):
             lateness[task] = (fields['scheduled_at'], float(fields['lateness_ms']))
     elif message == 'launch step':
         writes.append(float(fields['write_ms']))
-        calls.append(float(fields['calls_ms']))
+        if 'early_calls_ms' in fields:
+            early.append(float(fields['early_calls_ms']))
+            after.append(float(fields['calls_after_write_ms']))
 
 vals = [ms for at, ms in lateness.values() if window is None or window[0] <= ts(at) < window[1]]
 print(summary("instant -> ACCEPT acknowledged", vals))
 print(summary("launch steps: store write", writes))
-print(summary("launch steps: ACCEPT calls", calls))
+print(summary("launch steps: ACCEPTs sent with the write", early))
+print(summary("launch steps: calls after the write", after))

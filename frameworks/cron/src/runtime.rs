@@ -381,8 +381,11 @@ impl Actor {
             };
             (result, Instant::now())
         };
-        let send_early = futures::future::join_all(calls.into_iter().map(|l| self.call(l)));
-        let ((result, written), _) = futures::future::join(write, send_early).await;
+        let send_early = async {
+            futures::future::join_all(calls.into_iter().map(|l| self.call(l))).await;
+            Instant::now()
+        };
+        let ((result, written), sent_early) = futures::future::join(write, send_early).await;
         result?;
         // Launches next to each other (one per agent) go out together: they use different
         // offers and tasks, and each waits for the master's answer.
@@ -400,11 +403,14 @@ impl Actor {
         }
         if accepts > 0 {
             // Where a launch step's time goes (`agora bench cron`, docs/BENCHMARKS.md).
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            let after_write = written.max(sent_early);
             tracing::debug!(
                 target: "agora_cron::launch",
                 accepts,
-                write_ms = written.duration_since(started).as_secs_f64() * 1e3,
-                calls_ms = written.elapsed().as_secs_f64() * 1e3,
+                write_ms = ms(written.duration_since(started)),
+                early_calls_ms = ms(sent_early.duration_since(started)),
+                calls_after_write_ms = ms(after_write.elapsed()),
                 "launch step"
             );
         }
