@@ -39,7 +39,6 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -51,14 +50,14 @@ use agora_store::zk_server::{TICK_MS, ZkServer};
 use agora_store::{LeaderInfo, ZkOptions, ZkUrl};
 use anyhow::Context;
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::cluster::parse_duration;
 use super::framework::split_evenly;
-use super::master_process::{MasterProcess, listening_address};
+use super::master_process::{MasterProcess, spawn_listening};
 use super::service::local_cluster::{get_json, sigkill};
 use super::sim_agent::{AgentShard, SimConfig, SimCounters, connect};
 use super::stats::{LatencySummary, millis};
@@ -70,8 +69,6 @@ const TARGET_P99: Duration = Duration::from_secs(5);
 /// time of a failover can be followed in their logs.
 const MASTER_LOG: &str = "warn,agora=info,agora_master=info,agora_store=info,agora_proto=warn";
 const AGENT_LOG: &str = "warn,agora=info,agora_agent=info,agora_store=info";
-/// How long a child process may take to start listening.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often `/health` is polled after a kill.
 const HEALTH_POLL: Duration = Duration::from_millis(10);
 /// How often the new leader's `/metrics` is polled after a kill.
@@ -858,51 +855,22 @@ impl AgentProcess {
     /// Starts agent number `k` in `dir`, following the cluster at `root`.
     async fn start(dir: &Path, k: usize, root: &ZkUrl, args: &FailoverArgs) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let exe = std::env::current_exe().context("cannot find the agora executable")?;
-        let log = dir.join("agent.log");
-        let out = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
-        let err = out.try_clone().context("cannot duplicate the log file")?;
-        let mut command = Command::new(exe);
-        command
-            .args([
-                "--log-format",
-                "json",
-                "agent",
-                "--listen",
-                "127.0.0.1:0",
-                "--containerizers",
-                "process",
-            ])
-            .arg("--master")
-            .arg(root.to_string())
-            .arg("--work-dir")
-            .arg(dir.join("work"))
-            .arg("--resources")
-            .arg(&args.agent_resources)
-            .arg("--hostname")
-            .arg(format!("agent-{k}"))
-            .env("RUST_LOG", AGENT_LOG)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .kill_on_drop(true);
-        let mut child = command.spawn().context("cannot start an agent")?;
-        let pid = child.id().context("the agent exited at once")?;
-        let deadline = Instant::now() + START_TIMEOUT;
-        let addr = loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(addr) = listening_address(&text) {
-                break addr;
-            }
-            if let Some(status) = child.try_wait().context("cannot watch the agent")? {
-                anyhow::bail!("the agent exited with {status}; its log:\n{text}");
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the agent did not listen within {START_TIMEOUT:?}; its log:\n{text}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let flags: Vec<std::ffi::OsString> = vec![
+            "agent".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--containerizers".into(),
+            "process".into(),
+            "--master".into(),
+            root.to_string().into(),
+            "--work-dir".into(),
+            dir.join("work").into(),
+            "--resources".into(),
+            args.agent_resources.clone().into(),
+            "--hostname".into(),
+            format!("agent-{k}").into(),
+        ];
+        let (child, pid, addr) = spawn_listening("agent", &flags, &dir.join("agent.log"), AGENT_LOG).await?;
         Ok(Self { child, pid, addr })
     }
 

@@ -39,44 +39,14 @@ impl MasterProcess {
     /// [`MasterProcess::start`] with `RUST_LOG` set to `log_filter` (which
     /// must let `agora=info` through: the address is read from the log).
     pub async fn start_logging(dir: &Path, extra: &[String], log_filter: &str) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("cannot find the agora executable")?;
         let log = dir.join("master.log");
-        let out = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
-        let err = out.try_clone().context("cannot duplicate the log file")?;
-        let mut command = Command::new(exe);
-        command
-            .args([
-                "--log-format",
-                "json",
-                "master",
-                "--listen",
-                "127.0.0.1:0",
-                "--work-dir",
-            ])
-            .arg(dir.join("master"))
-            .args(extra)
-            .env("RUST_LOG", log_filter)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .kill_on_drop(true);
-        let mut child = command.spawn().context("cannot start the master")?;
-        let pid = child.id().context("the master exited at once")?;
-        let deadline = Instant::now() + START_TIMEOUT;
-        let addr = loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(addr) = listening_address(&text) {
-                break addr;
-            }
-            if let Some(status) = child.try_wait().context("cannot watch the master")? {
-                anyhow::bail!("the master exited with {status}; its log:\n{text}");
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the master did not listen within {START_TIMEOUT:?}; its log:\n{text}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let mut args: Vec<std::ffi::OsString> = ["master", "--listen", "127.0.0.1:0", "--work-dir"]
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        args.push(dir.join("master").into());
+        args.extend(extra.iter().map(Into::into));
+        let (child, pid, addr) = spawn_listening("master", &args, &log, log_filter).await?;
         Ok(Self {
             child,
             pid,
@@ -133,6 +103,52 @@ pub fn peak_rss_bytes(status: &str) -> Option<u64> {
     match words.next() {
         Some("kB") => Some(value * 1024),
         _ => None,
+    }
+}
+
+/// Starts `agora --log-format json <args>` with its output in `log` and
+/// `RUST_LOG` set to `log_filter` (which must let `agora=info` through), and
+/// waits until the log names the address it listens on. `what` names the
+/// process in errors. The child is killed when its handle is dropped.
+pub async fn spawn_listening(
+    what: &str,
+    args: &[std::ffi::OsString],
+    log: &Path,
+    log_filter: &str,
+) -> anyhow::Result<(Child, u32, SocketAddr)> {
+    let exe = std::env::current_exe().context("cannot find the agora executable")?;
+    let out = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    let err = out.try_clone().context("cannot duplicate the log file")?;
+    let mut command = Command::new(exe);
+    command
+        .args(["--log-format", "json"])
+        .args(args)
+        .env("RUST_LOG", log_filter)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(true);
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start the {what}"))?;
+    let pid = child.id().with_context(|| format!("the {what} exited at once"))?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(addr) = listening_address(&text) {
+            return Ok((child, pid, addr));
+        }
+        if let Some(status) = child
+            .try_wait()
+            .with_context(|| format!("cannot watch the {what}"))?
+        {
+            anyhow::bail!("the {what} exited with {status}; its log:\n{text}");
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the {what} did not listen within {START_TIMEOUT:?}; its log:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
