@@ -1060,17 +1060,27 @@ impl Master {
         };
         info.id = id.as_str().to_owned();
         let previous = self.agents.remove(&id);
-        let was_recovering = self.recovering.remove(&id).is_some();
+        let recovered = self.recovering.remove(&id);
+        let was_recovering = recovered.is_some();
         let was_unreachable = previous.as_ref().is_some_and(|a| !a.reachable);
         if previous.is_some() {
             self.rescind_offers_on(&id, now);
             self.allocator.remove_agent(&id);
         }
         tracing::info!(agent = %id, hostname = %info.hostname, resources = %total, reregister = previous.is_some(), "agent registered");
-        self.effects.push(Effect::Persist(vec![Write::put(
-            agent_key(&id),
-            info.encode_to_vec(),
-        )]));
+        // The registry holds the agent as it registers already (a reconnect, or every agent
+        // re-registering after a failover): no write, so the registration does not wait for
+        // the store, and 1,000 agents coming back do not queue 1,000 writes.
+        let stored = previous
+            .as_ref()
+            .map(|a| &a.info)
+            .or(recovered.as_ref().map(|r| &r.info));
+        if stored != Some(&info) {
+            self.effects.push(Effect::Persist(vec![Write::put(
+                agent_key(&id),
+                info.encode_to_vec(),
+            )]));
+        }
         self.allocator.add_agent(id.clone(), total.clone());
         self.apply_stored_reservations(&id);
         self.agents.insert(

@@ -1273,3 +1273,41 @@ fn the_agent_id_of_a_reconciled_task_passes_through_grpc() {
         vec![reconcile_task("t1", Some("agent-1")), reconcile_task("t2", None)]
     );
 }
+
+fn agent_writes(effects: &[Effect]) -> usize {
+    effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Persist(w) if w.iter().any(|w| matches!(w, Write::Put { key, .. } if key.contains("agent-1")))))
+        .count()
+}
+
+#[test]
+fn an_agent_re_registering_unchanged_after_a_failover_writes_nothing() {
+    let mut m = master(config());
+    m.recover_agent(agent_info("agent-1"), Instant::now());
+    m.take_effects();
+    register(&mut m, "agent-1", 1, vec![]);
+    assert_eq!(agent_writes(&m.take_effects()), 0);
+}
+
+#[test]
+fn an_agent_reconnecting_unchanged_writes_nothing() {
+    let mut m = master(config());
+    register(&mut m, "agent-1", 1, vec![]);
+    assert_eq!(
+        agent_writes(&m.take_effects()),
+        1,
+        "the first registration is written"
+    );
+    register(&mut m, "agent-1", 2, vec![]);
+    assert_eq!(agent_writes(&m.take_effects()), 0);
+}
+
+#[test]
+fn an_agent_re_registering_with_other_resources_is_written() {
+    let mut m = master(config());
+    m.recover_agent(agent_info("agent-1"), Instant::now());
+    m.take_effects();
+    register_with(&mut m, "agent-1", "cpus:8;mem:2048");
+    assert_eq!(agent_writes(&m.take_effects()), 1);
+}
