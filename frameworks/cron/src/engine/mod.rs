@@ -1025,21 +1025,11 @@ impl Engine {
                 }
                 handled += 1;
                 let next = schedule.next_after(instant);
-                let late = now.duration_since(instant);
-                let late_after = jiff::SignedDuration::try_from(self.config.late_after).unwrap_or_default();
-                let trigger = if (self.recovering && instant < now) || late > late_after {
-                    Trigger::CatchUp
-                } else {
-                    Trigger::Schedule
-                };
-                let deadline = entry.job.starting_deadline_seconds;
+                let trigger = self.trigger_of(instant, now);
+                let too_late = past_starting_deadline(&entry.job, instant, now);
                 if self.already_ran(&name, instant) {
                     self.counters.doubled_runs += 1;
-                } else if let Some(limit) = deadline.filter(|d| late.as_secs_f64() > *d as f64) {
-                    let message = format!(
-                        "skipped: {:.3}s late, more than startingDeadlineSeconds ({limit})",
-                        late.as_secs_f64()
-                    );
+                } else if let Some(message) = too_late {
                     self.record_skipped(&name, trigger, instant, now, message);
                 } else {
                     self.admit(&name, trigger, Some(instant), now);
@@ -1049,6 +1039,17 @@ impl Engine {
                 }
             }
             self.persist_job(&name);
+        }
+    }
+
+    /// How an instant handled now counts: a catch-up when it passed while the framework was
+    /// down or came more than [`EngineConfig::late_after`] ago, else on schedule.
+    fn trigger_of(&self, instant: Timestamp, now: Timestamp) -> Trigger {
+        let late_after = jiff::SignedDuration::try_from(self.config.late_after).unwrap_or_default();
+        if (self.recovering && instant < now) || now.duration_since(instant) > late_after {
+            Trigger::CatchUp
+        } else {
+            Trigger::Schedule
         }
     }
 
@@ -1176,31 +1177,23 @@ impl Engine {
     }
 
     fn settle_armed_run(&mut self, name: &JobName, seq: u64, now: Timestamp) {
-        let late_after = jiff::SignedDuration::try_from(self.config.late_after).unwrap_or_default();
-        let recovering = self.recovering;
         let Some(entry) = self.jobs.get(name) else { return };
         let Some(run) = entry.runs.get(&seq) else { return };
         let Some(instant) = run.record.scheduled_at else {
             return;
         };
-        let late = now.duration_since(instant);
-        let trigger = if (recovering && instant < now) || late > late_after {
-            Trigger::CatchUp
-        } else {
-            Trigger::Schedule
-        };
+        let trigger = self.trigger_of(instant, now);
         let in_flight: Vec<String> = entry.in_flight().map(|r| r.record.run_id.clone()).collect();
-        let skipped = match (entry.job.starting_deadline_seconds, entry.job.concurrency_policy) {
-            (Some(limit), _) if late.as_secs_f64() > limit as f64 => Some(format!(
-                "skipped: {:.3}s late, more than startingDeadlineSeconds ({limit})",
-                late.as_secs_f64()
-            )),
-            (_, ConcurrencyPolicy::Forbid) if !in_flight.is_empty() => Some(forbidden_message(&in_flight)),
-            (_, ConcurrencyPolicy::Replace) if !in_flight.is_empty() => {
-                self.kill_active(name, KillReason::Replaced, now);
-                None
-            }
-            _ => None,
+        let skipped = match past_starting_deadline(&entry.job, instant, now) {
+            Some(message) => Some(message),
+            None => match entry.job.concurrency_policy {
+                ConcurrencyPolicy::Forbid if !in_flight.is_empty() => Some(forbidden_message(&in_flight)),
+                ConcurrencyPolicy::Replace if !in_flight.is_empty() => {
+                    self.kill_active(name, KillReason::Replaced, now);
+                    None
+                }
+                _ => None,
+            },
         };
         let Some(run) = self.jobs.get_mut(name).and_then(|e| e.runs.get_mut(&seq)) else {
             return;
@@ -1405,19 +1398,19 @@ impl Engine {
         if run.record.task_id.as_ref() != Some(task_id) || !run.is_active() {
             return;
         }
-        if run.unconfirmed
-            && reconciling
-            && matches!(state, TaskState::Lost | TaskState::Unknown | TaskState::Gone)
-        {
-            // Never launched. Definitive although the agent is not known: the master answers
-            // a reconciliation without an agent only once no agent is still re-registering.
-            self.rearm(name, seq, task_id);
-            return;
-        }
-        if let Some(run) = self.jobs.get_mut(name).and_then(|e| e.runs.get_mut(&seq))
-            && run.unconfirmed
-        {
+        let not_known =
+            reconciling && matches!(state, TaskState::Lost | TaskState::Unknown | TaskState::Gone);
+        if run.unconfirmed {
+            if not_known {
+                // Never launched. Definitive although the agent is not known: the master answers
+                // a reconciliation without an agent only once no agent is still re-registering.
+                self.rearm(name, seq, task_id);
+                return;
+            }
             // The master knows the task: it was launched; adopted below.
+            let Some(run) = self.jobs.get_mut(name).and_then(|e| e.runs.get_mut(&seq)) else {
+                return;
+            };
             run.unconfirmed = false;
             run.record.started_at.get_or_insert(now);
             self.persist_run(name, seq);
@@ -1426,7 +1419,7 @@ impl Engine {
             return;
         };
         // GONE: a master that knows the agent says it does not have the task.
-        if reconciling && matches!(state, TaskState::Lost | TaskState::Unknown | TaskState::Gone) {
+        if not_known {
             if run.record.state == RunState::Pending {
                 // Already waiting to be launched again.
                 return;
@@ -1828,6 +1821,14 @@ impl Engine {
         self.declined = false;
         self.later.push(Effect::Revive);
     }
+}
+
+/// Why an instant handled at `now` is skipped: later than the job's `startingDeadlineSeconds`.
+fn past_starting_deadline(job: &Job, instant: Timestamp, now: Timestamp) -> Option<String> {
+    let late = now.duration_since(instant).as_secs_f64();
+    let limit = job.starting_deadline_seconds?;
+    (late > limit as f64)
+        .then(|| format!("skipped: {late:.3}s late, more than startingDeadlineSeconds ({limit})"))
 }
 
 fn forbidden_message(in_flight: &[String]) -> String {
