@@ -33,6 +33,7 @@ use tokio::sync::{Mutex, watch};
 use tokio::time::{Instant, sleep, timeout};
 
 use crate::harness::*;
+use crate::rest::*;
 
 /// The ZooKeeper session timeout every HA process asks for (`--zk-session-timeout`).
 const SESSION: Duration = Duration::from_secs(2);
@@ -42,17 +43,6 @@ const PROBE: Duration = Duration::from_millis(300);
 const LONG: Duration = Duration::from_secs(60);
 /// What the frameworks log once their REST API serves (with `--zk`, before any election).
 const FRAMEWORK_READY: &str = "REST API listening; campaigning for leadership";
-/// Task states after which a task is gone for good.
-const TERMINAL: &[&str] = &[
-    "TASK_FINISHED",
-    "TASK_FAILED",
-    "TASK_KILLED",
-    "TASK_LOST",
-    "TASK_ERROR",
-    "TASK_DROPPED",
-    "TASK_GONE",
-    "TASK_GONE_BY_OPERATOR",
-];
 
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
@@ -555,22 +545,6 @@ impl AcceptMonitor {
     }
 }
 
-/// Polls `probe` until it answers `Some`, at most `within`.
-async fn until<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(found) = probe().await {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        sleep(Duration::from_millis(100)).await;
-    }
-}
-
 // ---------------------------------------------------------------------------
 // The masters
 // ---------------------------------------------------------------------------
@@ -925,10 +899,6 @@ async fn call(method: Method, url: &str, body: Option<&Value>) -> (u16, Value) {
     (status, value)
 }
 
-fn url(process: &Process, path: &str) -> String {
-    format!("http://{}{path}", process.addr)
-}
-
 /// The leader an instance names (itself, or through the leader when it stands by).
 async fn framework_leader(instance: &Process, path: &str) -> Option<String> {
     let answer = get_json(&url(instance, path)).await?;
@@ -946,31 +916,11 @@ async fn wait_framework_leader(instance: &Process, leader: &Process, path: &str)
     .await;
 }
 
-/// A task of the app, as `/v2/apps/{id}/tasks` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct AppTask {
-    id: String,
-    state: String,
-    version: String,
-}
-
 async fn app_tasks(service: &Process, app: &str) -> Vec<AppTask> {
     let Some(body) = get_json(&url(service, &format!("/v2/apps{app}/tasks"))).await else {
         return vec![];
     };
-    let mut tasks: Vec<AppTask> = body["tasks"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|t| AppTask {
-            id: t["id"].as_str().unwrap_or_default().to_owned(),
-            state: t["state"].as_str().unwrap_or_default().to_owned(),
-            version: t["version"].as_str().unwrap_or_default().to_owned(),
-        })
-        .collect();
-    tasks.sort();
-    tasks
+    app_tasks_in(body["tasks"].as_array().map(Vec::as_slice).unwrap_or_default())
 }
 
 /// The ids of the running deployments; `None` when unanswered.
@@ -1001,10 +951,6 @@ async fn settled(service: &Process, app: &str, n: usize, version: &str) -> Vec<A
         },
     )
     .await
-}
-
-fn ids(tasks: &[AppTask]) -> BTreeSet<String> {
-    tasks.iter().map(|t| t.id.clone()).collect()
 }
 
 #[tokio::test]
@@ -1047,18 +993,7 @@ async fn two_service_instances_finish_a_rolling_deployment_when_the_active_one_i
     // update stops half way: 2 old tasks killed, 2 new ones running but not
     // yet healthy, 2 old ones kept for minimumHealthCapacity 0.5.
     let gate = cluster.path().join("gate");
-    let update = json!({
-        "cmd": "echo $$ > pid; exec sleep 1001",
-        "upgradeStrategy": {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.0},
-        "healthChecks": [{
-            "protocol": "COMMAND",
-            "command": {"value": format!("test -e {}", gate.display())},
-            "gracePeriodSeconds": 300,
-            "intervalSeconds": 1,
-            "timeoutSeconds": 5,
-            "maxConsecutiveFailures": 0,
-        }],
-    });
+    let update = gated_update(&gate);
     let (status, body) = call(
         Method::PUT,
         &url(&standby, &format!("/v2/apps{app}")),

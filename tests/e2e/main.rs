@@ -4,6 +4,7 @@
 
 mod containers;
 mod harness;
+mod rest;
 
 mod accept;
 mod bad_input;

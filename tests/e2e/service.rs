@@ -13,21 +13,10 @@ use serde_json::{Value, json};
 use tokio::time::{Instant, sleep};
 
 use crate::harness::*;
+use crate::rest::*;
 
 /// How long a deployment of a few `sleep` tasks may take on a loaded box.
 const DEPLOYMENT: Duration = Duration::from_secs(60);
-
-/// Task states after which a task is gone for good.
-const TERMINAL: &[&str] = &[
-    "TASK_FINISHED",
-    "TASK_FAILED",
-    "TASK_KILLED",
-    "TASK_LOST",
-    "TASK_ERROR",
-    "TASK_DROPPED",
-    "TASK_GONE",
-    "TASK_GONE_BY_OPERATOR",
-];
 
 /// Starts `agora service` against the cluster's master with its state in
 /// `<test dir>/service`; answers once its API listens.
@@ -66,10 +55,6 @@ async fn start_cron(cluster: &Cluster) -> Process {
     Process::start(cluster.dir.path(), "cron", args).await
 }
 
-fn url(process: &Process, path: &str) -> String {
-    format!("http://{}{path}", process.addr)
-}
-
 /// Sends a request with an optional JSON body; answers the status and the
 /// body as JSON (`Null` when empty).
 async fn call(method: Method, url: &str, body: Option<&Value>) -> (u16, Value) {
@@ -92,22 +77,6 @@ async fn call(method: Method, url: &str, body: Option<&Value>) -> (u16, Value) {
     (status, value)
 }
 
-/// Polls `probe` until it answers `Some`, at most `within`.
-async fn until<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(found) = probe().await {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The service framework's id once it has subscribed.
 async fn subscribed(service: &Process) -> String {
     until("the service framework to subscribe", SOON, || async {
@@ -117,28 +86,12 @@ async fn subscribed(service: &Process) -> String {
     .await
 }
 
-/// A task of the app, as `/v2/apps/{id}/tasks` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct AppTask {
-    id: String,
-    state: String,
-    version: String,
-}
-
 async fn app_tasks(service: &Process, app: &str) -> Vec<AppTask> {
     let body = http_json(&url(service, &format!("/v2/apps{app}/tasks"))).await;
-    let mut tasks: Vec<AppTask> = body["tasks"]
+    let tasks = body["tasks"]
         .as_array()
-        .unwrap_or_else(|| panic!("no tasks in {body}"))
-        .iter()
-        .map(|t| AppTask {
-            id: t["id"].as_str().unwrap_or_default().to_owned(),
-            state: t["state"].as_str().unwrap_or_default().to_owned(),
-            version: t["version"].as_str().unwrap_or_default().to_owned(),
-        })
-        .collect();
-    tasks.sort();
-    tasks
+        .unwrap_or_else(|| panic!("no tasks in {body}"));
+    app_tasks_in(tasks)
 }
 
 async fn deployments(service: &Process) -> Vec<Value> {
@@ -208,10 +161,6 @@ fn sleeper(id: &str, n: u32) -> Value {
     })
 }
 
-fn ids(tasks: &[AppTask]) -> BTreeSet<String> {
-    tasks.iter().map(|t| t.id.clone()).collect()
-}
-
 async fn pids(cluster: &Cluster, tasks: &[AppTask]) -> Vec<(String, i32)> {
     let mut out = Vec::new();
     for t in tasks {
@@ -242,18 +191,7 @@ async fn a_service_framework_killed_mid_rolling_update_finishes_it_after_a_resta
     // update stops half way: 2 old tasks killed, 2 new ones running but not
     // yet healthy, 2 old ones kept for minimumHealthCapacity 0.5.
     let gate = cluster.dir.path().join("gate");
-    let update = json!({
-        "cmd": "echo $$ > pid; exec sleep 1001",
-        "upgradeStrategy": {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.0},
-        "healthChecks": [{
-            "protocol": "COMMAND",
-            "command": {"value": format!("test -e {}", gate.display())},
-            "gracePeriodSeconds": 300,
-            "intervalSeconds": 1,
-            "timeoutSeconds": 5,
-            "maxConsecutiveFailures": 0,
-        }],
-    });
+    let update = gated_update(&gate);
     let (status, body) = call(
         Method::PUT,
         &url(&service, &format!("/v2/apps{app}")),
