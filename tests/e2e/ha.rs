@@ -761,8 +761,11 @@ async fn a_leader_paused_past_its_session_timeout_steps_down_and_two_masters_nev
     )
     .await;
     let pause = paused.elapsed();
-    cluster.master_at(first).signal(Signal::SIGCONT);
+    // Read before the signal: the master can answer nothing before SIGCONT is sent, while a
+    // reading taken after it may come late on a loaded machine (the monitor then saw answers
+    // "before" the resume).
     let resumed = Instant::now();
+    cluster.master_at(first).signal(Signal::SIGCONT);
 
     // A fresh question right after the pause: not the leader.
     let answer = health_with(
